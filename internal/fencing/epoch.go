@@ -1,0 +1,321 @@
+package fencing
+
+import (
+	"encoding/hex"
+	"regexp"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/sha3"
+)
+
+// State is the state of a validator's current epoch.
+type State string
+
+// The three states of DESIGN §4.
+const (
+	StateActive   State = "active"
+	StateRevoking State = "revoking"
+	StateFenced   State = "fenced"
+)
+
+// Epoch is the record stored at validators/<id>/epoch.
+type Epoch struct {
+	Epoch     uint64    `json:"epoch"`
+	State     State     `json:"state"`
+	Holder    string    `json:"holder"`
+	UpdatedAt time.Time `json:"updated_at"`
+	By        string    `json:"by"`
+	Reason    string    `json:"reason"`
+}
+
+// Change says who asks for a transition and why; both are required.
+type Change struct {
+	By     string    `json:"by"`
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
+}
+
+// Validate reports a missing operator or reason.
+func (c Change) Validate() error {
+	var missing []string
+	if strings.TrimSpace(c.By) == "" {
+		missing = append(missing, "operator (who asks)")
+	}
+	if strings.TrimSpace(c.Reason) == "" {
+		missing = append(missing, "reason (why)")
+	}
+	if len(missing) > 0 {
+		return Errorf(CodeBadRequest, "%s must not be empty", strings.Join(missing, " and "))
+	}
+	if len(c.By) > 256 || len(c.Reason) > 1024 {
+		return Errorf(CodeBadRequest, "operator must be at most 256 and reason at most 1024 characters")
+	}
+	return nil
+}
+
+// NewEpoch is T1: the first epoch of a new validator, active on holder.
+func NewEpoch(holder string, c Change) (Epoch, error) {
+	if err := ValidateHolder(holder); err != nil {
+		return Epoch{}, err
+	}
+	if err := c.Validate(); err != nil {
+		return Epoch{}, err
+	}
+	return Epoch{Epoch: 1, State: StateActive, Holder: holder, UpdatedAt: c.At, By: c.By, Reason: c.Reason}, nil
+}
+
+// Freeze is T2: active(N) -> revoking(N). From then on no lease of N is
+// granted or renewed and no journal write under N succeeds.
+func (e Epoch) Freeze(c Change) (Epoch, error) {
+	if err := c.Validate(); err != nil {
+		return Epoch{}, err
+	}
+	if e.State != StateActive {
+		return Epoch{}, Errorf(CodeConflict, "epoch %d is %s, only an active epoch can be frozen", e.Epoch, e.State)
+	}
+	return e.with(StateRevoking, c), nil
+}
+
+// Fence is T3: revoking(N) -> fenced(N), once every lease of N is gone. The
+// store commits it only with a compare that no lease key of N exists.
+func (e Epoch) Fence(c Change) (Epoch, error) {
+	if e.State != StateRevoking {
+		return Epoch{}, Errorf(CodeConflict, "epoch %d is %s, only a revoking epoch can become fenced", e.Epoch, e.State)
+	}
+	return e.with(StateFenced, c), nil
+}
+
+// Grant is T4: fenced(N) -> active(N+1, holder).
+func (e Epoch) Grant(holder string, c Change) (Epoch, error) {
+	if err := ValidateHolder(holder); err != nil {
+		return Epoch{}, err
+	}
+	if e.State != StateFenced {
+		return Epoch{}, Errorf(CodeConflict, "epoch %d is %s, only a fenced epoch can be granted to a new holder", e.Epoch, e.State)
+	}
+	n := e.with(StateActive, c)
+	n.Epoch = e.Epoch + 1
+	n.Holder = holder
+	return n, nil
+}
+
+func (e Epoch) with(s State, c Change) Epoch {
+	e.State = s
+	e.UpdatedAt = c.At
+	e.By = c.By
+	e.Reason = c.Reason
+	return e
+}
+
+// AllowsLease reports whether a sidecar of holder may hold a lease under e
+// (invariant 1): e is active and held by holder. The error says which.
+func (e Epoch) AllowsLease(holder string) error {
+	if e.State != StateActive {
+		return Errorf(CodeFenced, "epoch %d is %s: no lease is granted until an operator grants a new epoch", e.Epoch, e.State)
+	}
+	if e.Holder != holder {
+		return Errorf(CodeFenced, "epoch %d is held by %s, not %s", e.Epoch, e.Holder, holder)
+	}
+	return nil
+}
+
+// Validate checks a record read back from the store.
+func (e Epoch) Validate() error {
+	switch e.State {
+	case StateActive, StateRevoking, StateFenced:
+	default:
+		return Errorf(CodeInternal, "epoch record has unknown state %q", e.State)
+	}
+	if e.Epoch == 0 {
+		return Errorf(CodeInternal, "epoch record has epoch 0")
+	}
+	return ValidateHolder(e.Holder)
+}
+
+// Bump is the intent of a bump, stored at validators/<id>/bump from the freeze
+// until the grant deletes it in the same transaction. Any coordinator replica
+// that finds one resumes it.
+type Bump struct {
+	ID        string    `json:"id"`
+	FromEpoch uint64    `json:"from_epoch"`
+	FromHold  string    `json:"from_holder"`
+	To        string    `json:"to"`
+	By        string    `json:"by"`
+	Reason    string    `json:"reason"`
+	StartedAt time.Time `json:"started_at"`
+}
+
+// Lease is the token a sidecar carries. It is a fencing token, not a secret:
+// EpochRevision pins the epoch record (epoch, state and holder) as it was when
+// the lease was granted, LeaseRevision pins this lease key's incarnation. A
+// journal write compares both inside its transaction.
+type Lease struct {
+	Validator     string `json:"validator"`
+	Epoch         uint64 `json:"epoch"`
+	Holder        string `json:"holder"`
+	Sidecar       string `json:"sidecar"`
+	EpochRevision int64  `json:"epoch_revision"`
+	LeaseRevision int64  `json:"lease_revision"`
+	TTLSeconds    int64  `json:"ttl_seconds"`
+}
+
+// Validate reports a token that cannot have been issued by a coordinator.
+func (l Lease) Validate() error {
+	if err := ValidateValidatorID(l.Validator); err != nil {
+		return err
+	}
+	if err := ValidateHolder(l.Holder); err != nil {
+		return err
+	}
+	if err := ValidateSidecar(l.Sidecar); err != nil {
+		return err
+	}
+	if l.Epoch == 0 || l.EpochRevision <= 0 || l.LeaseRevision <= 0 {
+		return Errorf(CodeBadRequest, "lease token must carry epoch, epoch_revision and lease_revision from the acquire response")
+	}
+	return nil
+}
+
+// Watermark is the highest HRS signed for a validator, with its digest.
+type Watermark struct {
+	HRS
+	Digest  Digest `json:"digest"`
+	Epoch   uint64 `json:"epoch"`
+	Sidecar string `json:"sidecar"`
+}
+
+// JournalEntry is one signature intent committed before the signature leaves
+// the sidecar (strict mode), stored at validators/<id>/journal/<h>/<r>/<step>.
+type JournalEntry struct {
+	Validator string    `json:"validator"`
+	HRS       HRS       `json:"hrs"`
+	Digest    Digest    `json:"digest"`
+	Epoch     uint64    `json:"epoch"`
+	Sidecar   string    `json:"sidecar"`
+	At        time.Time `json:"at"`
+}
+
+// EventKind names an entry of the append-only history.
+type EventKind string
+
+// Event kinds; Transition events carry From and To.
+const (
+	EventValidatorAdded EventKind = "validator_added"
+	EventFreeze         EventKind = "revoke_committed"
+	EventFenced         EventKind = "fenced"
+	EventGrant          EventKind = "grant_committed"
+	EventBumpStarted    EventKind = "bump_started"
+	EventLeaseReleased  EventKind = "lease_released"
+	EventLeaseExpired   EventKind = "lease_expired"
+	EventAudit          EventKind = "audit"
+)
+
+// Event is one entry of events/: who did what, when, why, from and to.
+type Event struct {
+	Kind      EventKind `json:"kind"`
+	Validator string    `json:"validator,omitempty"`
+	At        time.Time `json:"at"`
+	By        string    `json:"by,omitempty"`
+	Reason    string    `json:"reason,omitempty"`
+	From      *Epoch    `json:"from,omitempty"`
+	To        *Epoch    `json:"to,omitempty"`
+	Sidecar   string    `json:"sidecar,omitempty"`
+	Epoch     uint64    `json:"epoch,omitempty"`
+	BumpID    string    `json:"bump_id,omitempty"`
+	Detail    string    `json:"detail,omitempty"`
+	// Revision is the etcd revision that committed the event; it orders the
+	// history across coordinator replicas whose clocks may disagree.
+	Revision int64 `json:"revision,omitempty"`
+}
+
+var (
+	holderRE    = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+	sidecarRE   = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,125}[a-z0-9])?$`)
+	validatorRE = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]{0,62})$`)
+	addressRE   = regexp.MustCompile(`^0[xX][0-9a-fA-F]{40}$`)
+)
+
+// ValidateHolder accepts a DNS label such as region-a.
+func ValidateHolder(h string) error {
+	if !holderRE.MatchString(h) {
+		return Errorf(CodeBadRequest, "holder %q must be a lowercase DNS label (a-z, 0-9, '-', at most 63 characters), e.g. region-a", clip(h))
+	}
+	return nil
+}
+
+// ValidateSidecar accepts a DNS subdomain of at most 127 characters, such as
+// a pod name.
+func ValidateSidecar(s string) error {
+	if !sidecarRE.MatchString(s) {
+		return Errorf(CodeBadRequest, "sidecar name %q must be lowercase a-z, 0-9, '-' or '.', at most 127 characters, e.g. validator-0", clip(s))
+	}
+	return nil
+}
+
+// ValidateValidatorID accepts an address (0x + 40 hex) or a name of letters,
+// digits, '.', '_' and '-'.
+func ValidateValidatorID(id string) error {
+	if !validatorRE.MatchString(id) {
+		return Errorf(CodeBadRequest, "validator %q must be an address (0x + 40 hex digits) or a name of letters, digits, '.', '_', '-' (at most 64)", clip(id))
+	}
+	return nil
+}
+
+// CanonicalValidatorID returns the EIP-55 form of an address and any other
+// valid name unchanged, so that one validator has one key in etcd.
+func CanonicalValidatorID(id string) (string, error) {
+	if err := ValidateValidatorID(id); err != nil {
+		return "", err
+	}
+	if addressRE.MatchString(id) {
+		return checksumAddress(id[2:]), nil
+	}
+	return id, nil
+}
+
+// checksumAddress is EIP-55 over 40 hex digits.
+func checksumAddress(hexDigits string) string {
+	lower := strings.ToLower(hexDigits)
+	h := sha3.NewLegacyKeccak256()
+	h.Write([]byte(lower))
+	sum := hex.EncodeToString(h.Sum(nil))
+	out := []byte(lower)
+	for i, c := range out {
+		if c >= 'a' && c <= 'f' && sum[i] >= '8' {
+			out[i] = c - 32
+		}
+	}
+	return "0x" + string(out)
+}
+
+func clip(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "…"
+	}
+	return s
+}
+
+// Identity is who an authenticated sidecar request comes from and what it may
+// lease. Validators empty means any validator.
+type Identity struct {
+	Subject    string   `json:"subject"`
+	Holder     string   `json:"holder"`
+	Validators []string `json:"validators,omitempty"`
+}
+
+// Permits reports whether id may lease validator for holder.
+func (id Identity) Permits(holder, validator string) error {
+	if id.Holder != holder {
+		return Errorf(CodeForbidden, "%s may act only for holder %s, not %s", id.Subject, id.Holder, holder)
+	}
+	if len(id.Validators) == 0 {
+		return nil
+	}
+	for _, v := range id.Validators {
+		if strings.EqualFold(v, validator) {
+			return nil
+		}
+	}
+	return Errorf(CodeForbidden, "%s may not lease validator %s", id.Subject, validator)
+}

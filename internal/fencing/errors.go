@@ -1,0 +1,142 @@
+package fencing
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+)
+
+// Code is the word that travels over the wire with every refusal. Callers
+// branch on the code, never on the message.
+type Code string
+
+// The code words of DESIGN §6, plus those of the operator API.
+const (
+	// CodeFenced: no lease, or the epoch is not this holder's.
+	CodeFenced Code = "fenced"
+	// CodeStaleEpoch: the request names an epoch that is no longer active.
+	CodeStaleEpoch Code = "stale_epoch"
+	// CodeWatermark: the HRS is at or below the watermark with another digest.
+	CodeWatermark Code = "watermark"
+	// CodeJournal: the quorum journal write failed.
+	CodeJournal Code = "journal"
+	// CodeBadRequest: the request itself is malformed.
+	CodeBadRequest Code = "bad_request"
+	// CodeNotFound: the named validator (or lease) does not exist.
+	CodeNotFound Code = "not_found"
+	// CodeConflict: the expected epoch or state did not match, or another
+	// operation on the same validator is in progress.
+	CodeConflict Code = "conflict"
+	// CodeNoQuorum: etcd could not commit (no leader, no quorum, timeout).
+	CodeNoQuorum Code = "no_quorum"
+	// CodeUnavailable: the coordinator or another dependency is unreachable.
+	CodeUnavailable Code = "unavailable"
+	// CodeUnauthorized: the caller did not prove who it is.
+	CodeUnauthorized Code = "unauthorized"
+	// CodeForbidden: the caller is known but may not do this.
+	CodeForbidden Code = "forbidden"
+	// CodeInProgress: the operation was accepted and continues in the
+	// background (a bump still draining when the caller stopped waiting).
+	CodeInProgress Code = "in_progress"
+	// CodeInternal: a bug; the message says what.
+	CodeInternal Code = "internal"
+)
+
+// HTTPStatus is the status code a response carrying this code uses.
+func (c Code) HTTPStatus() int {
+	switch c {
+	case CodeBadRequest:
+		return http.StatusBadRequest
+	case CodeUnauthorized:
+		return http.StatusUnauthorized
+	case CodeForbidden:
+		return http.StatusForbidden
+	case CodeNotFound:
+		return http.StatusNotFound
+	case CodeConflict:
+		return http.StatusConflict
+	case CodeFenced, CodeStaleEpoch, CodeWatermark, CodeJournal:
+		return http.StatusPreconditionFailed
+	case CodeInProgress:
+		return http.StatusAccepted
+	case CodeNoQuorum, CodeUnavailable:
+		return http.StatusServiceUnavailable
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+// Known reports whether c is one of the code words above.
+func (c Code) Known() bool {
+	switch c {
+	case CodeFenced, CodeStaleEpoch, CodeWatermark, CodeJournal, CodeBadRequest,
+		CodeNotFound, CodeConflict, CodeNoQuorum, CodeUnavailable, CodeUnauthorized,
+		CodeForbidden, CodeInProgress, CodeInternal:
+		return true
+	}
+	return false
+}
+
+// Error is a refusal with its code word and a sentence an operator can act on.
+type Error struct {
+	Code    Code
+	Message string
+}
+
+func (e *Error) Error() string { return string(e.Code) + ": " + e.Message }
+
+// Is makes errors.Is(err, ErrFenced) true for any *Error with the same code.
+func (e *Error) Is(target error) bool {
+	var t *Error
+	return errors.As(target, &t) && t.Code == e.Code && t.Message == ""
+}
+
+// Errorf returns an *Error with the given code.
+func Errorf(code Code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// Sentinels to branch on with errors.Is; they match any *Error of their code.
+var (
+	ErrFenced     = &Error{Code: CodeFenced}
+	ErrStaleEpoch = &Error{Code: CodeStaleEpoch}
+	ErrWatermark  = &Error{Code: CodeWatermark}
+	ErrJournal    = &Error{Code: CodeJournal}
+	ErrBadRequest = &Error{Code: CodeBadRequest}
+	ErrNotFound   = &Error{Code: CodeNotFound}
+	ErrConflict   = &Error{Code: CodeConflict}
+	ErrNoQuorum   = &Error{Code: CodeNoQuorum}
+)
+
+// CodeOf returns the code word of err: its own for an *Error (anywhere in the
+// chain), CodeInternal otherwise.
+func CodeOf(err error) Code {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	var w *WatermarkError
+	if errors.As(err, &w) {
+		return CodeWatermark
+	}
+	return CodeInternal
+}
+
+// WatermarkError is a refusal because the requested HRS is not above the
+// signed watermark (or equals it with another digest).
+type WatermarkError struct {
+	Signed    HRS
+	Requested HRS
+	// SameHRS is true when Requested equals Signed but the digest differs.
+	SameHRS bool
+}
+
+func (e *WatermarkError) Error() string {
+	if e.SameHRS {
+		return fmt.Sprintf("watermark: %s was already signed with a different digest", e.Requested)
+	}
+	return fmt.Sprintf("watermark: %s is not above the signed watermark %s", e.Requested, e.Signed)
+}
+
+// Is makes errors.Is(err, ErrWatermark) true.
+func (e *WatermarkError) Is(target error) bool { return target == ErrWatermark }

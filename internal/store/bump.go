@@ -1,0 +1,507 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
+
+	"github.com/validator-fencing/fencing/internal/fencing"
+)
+
+// StartBump records the intent to move id to holder to and, if the epoch is
+// active, commits T2 (revoke) in the same transaction. Exactly one of several
+// concurrent bumps with the same expected epoch succeeds; the others get
+// conflict. A Reconciler then carries the bump to its grant.
+func (s *Store) StartBump(ctx context.Context, id string, expected uint64, to string, c fencing.Change) (fencing.Bump, error) {
+	id, err := fencing.CanonicalValidatorID(id)
+	if err != nil {
+		return fencing.Bump{}, err
+	}
+	if err := fencing.ValidateHolder(to); err != nil {
+		return fencing.Bump{}, err
+	}
+	if err := c.Validate(); err != nil {
+		return fencing.Bump{}, err
+	}
+	st, err := s.Status(ctx, id)
+	if err != nil {
+		return fencing.Bump{}, err
+	}
+	if b := st.Bump; b != nil {
+		return fencing.Bump{}, fencing.Errorf(fencing.CodeConflict, "validator %s: a bump from epoch %d to %s by %s is already in progress since %s (id %s)", id, b.FromEpoch, b.To, b.By, b.StartedAt.Format(time.RFC3339), b.ID)
+	}
+	if err := checkExpected(id, st.Epoch, expected); err != nil {
+		return fencing.Bump{}, err
+	}
+	c.At = s.now().UTC()
+	var rnd [8]byte
+	_, _ = rand.Read(rnd[:])
+	b := fencing.Bump{
+		ID: hex.EncodeToString(rnd[:]), FromEpoch: st.Epoch.Epoch, FromHold: st.Epoch.Holder, To: to,
+		By: c.By, Reason: c.Reason, StartedAt: c.At,
+	}
+	bv, err := encode(b)
+	if err != nil {
+		return fencing.Bump{}, err
+	}
+	noBump := clientv3.Compare(clientv3.CreateRevision(s.bumpKey(id)), "=", 0)
+	putBump := clientv3.OpPut(s.bumpKey(id), bv)
+	if st.Epoch.State == fencing.StateActive {
+		next, err := st.Epoch.Freeze(c)
+		if err != nil {
+			return fencing.Bump{}, err
+		}
+		ev := fencing.Event{Kind: fencing.EventFreeze, From: &st.Epoch, BumpID: b.ID, Detail: "bump to " + to}
+		if err := s.transition(ctx, "bump_revoke", id, st.Revision, next, ev, []clientv3.Cmp{noBump}, []clientv3.Op{putBump}); err != nil {
+			return fencing.Bump{}, err
+		}
+	} else {
+		// Already revoking or fenced (an operator froze it first): record
+		// the intent only; the epoch record is compared, not changed.
+		evCmp, evOp, err := s.eventOp(fencing.Event{Kind: fencing.EventBumpStarted, Validator: id, At: c.At, By: c.By, Reason: c.Reason, From: &st.Epoch, BumpID: b.ID, Detail: "bump to " + to})
+		if err != nil {
+			return fencing.Bump{}, err
+		}
+		tr, err := s.txn(ctx, "bump_start",
+			[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.epochKey(id)), "=", st.Revision), noBump, evCmp},
+			[]clientv3.Op{putBump, evOp}, nil)
+		if err != nil {
+			return fencing.Bump{}, err
+		}
+		if !tr.Succeeded {
+			return fencing.Bump{}, fencing.Errorf(fencing.CodeConflict, "validator %s changed while the bump was being recorded (another operator acted first); nothing was changed, re-read fencectl status", id)
+		}
+	}
+	s.lg.Info("bump started", "validator", id, "from_epoch", b.FromEpoch, "from", b.FromHold, "to", to, "by", c.By, "bump", b.ID)
+	return b, nil
+}
+
+// Reconcile moves id forward as far as it can go now: a revoking epoch waits
+// for its leases to drain and becomes fenced (T3); a fenced epoch with a bump
+// recorded is granted to the bump's holder (T4). Every step is a
+// compare-and-swap, so replicas reconciling the same validator at once can
+// never grant an epoch twice or skip one; the Reconciler's lock only saves
+// duplicate work. It returns the record it left.
+func (s *Store) Reconcile(ctx context.Context, id string) (fencing.Epoch, error) {
+	for {
+		st, err := s.Status(ctx, id)
+		if err != nil {
+			return fencing.Epoch{}, err
+		}
+		ep := st.Epoch
+		switch {
+		case ep.State == fencing.StateRevoking:
+			if err := s.drain(ctx, id, ep.Epoch); err != nil {
+				return ep, err
+			}
+			if err := s.fence(ctx, id, st); err != nil && !errors.Is(err, fencing.ErrConflict) {
+				return ep, err
+			}
+		case ep.State == fencing.StateFenced && st.Bump != nil:
+			if err := s.grant(ctx, id, st); err != nil && !errors.Is(err, fencing.ErrConflict) {
+				return ep, err
+			}
+		default:
+			return ep, nil
+		}
+	}
+}
+
+// drain returns once no lease key of epoch exists, recording each lease that
+// disappears without a release as expired.
+func (s *Store) drain(ctx context.Context, id string, epoch uint64) error {
+	prefix := s.leasePrefix(id, epoch)
+	for {
+		resp, err := s.get(ctx, "drain_list", prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+		if err != nil {
+			return err
+		}
+		if len(resp.Kvs) == 0 {
+			return nil
+		}
+		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+		left := len(resp.Kvs)
+		for wr := range s.cli.Watch(wctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(resp.Header.Revision+1)) {
+			if wr.Err() != nil {
+				break
+			}
+			for _, ev := range wr.Events {
+				if ev.Type != clientv3.EventTypeDelete {
+					continue
+				}
+				k := string(ev.Kv.Key)
+				s.markExpired(ctx, id, epoch, k[strings.LastIndexByte(k, '/')+1:])
+				left--
+			}
+			if left <= 0 {
+				break
+			}
+		}
+		cancel()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+}
+
+// markExpired records that sidecar's lease of epoch ended without a release;
+// if a release was recorded (in the same transaction as its delete), the
+// compare keeps it.
+func (s *Store) markExpired(ctx context.Context, id string, epoch uint64, sidecar string) {
+	key := s.drainedPrefix(id, epoch) + sidecar
+	v, err := encode(Drained{Sidecar: sidecar, Epoch: epoch, How: DrainExpired, At: s.now().UTC()})
+	if err == nil {
+		_, err = s.txn(ctx, "drain_mark", []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}, []clientv3.Op{clientv3.OpPut(key, v)}, nil)
+	}
+	if err != nil {
+		s.lg.Warn("could not record an expired lease; fence will record it", "validator", id, "epoch", epoch, "sidecar", sidecar, "error", err)
+	}
+}
+
+// fence is T3, committed only while no lease of the epoch exists. Leases
+// granted under the epoch whose end nobody saw are recorded as expired.
+func (s *Store) fence(ctx context.Context, id string, st Status) error {
+	n := st.Epoch.Epoch
+	lessees, drained, err := s.leaseHistory(ctx, id, n)
+	if err != nil {
+		return err
+	}
+	now := s.now().UTC()
+	cmps := []clientv3.Cmp{s.noLeases(id, n)}
+	var ops []clientv3.Op
+	for sc, lr := range lessees {
+		if _, ok := drained[sc]; ok {
+			continue
+		}
+		d := Drained{Sidecar: sc, Holder: lr.Holder, Epoch: n, How: DrainExpired, At: now}
+		v, err := encode(d)
+		if err != nil {
+			return err
+		}
+		key := s.drainedPrefix(id, n) + sc
+		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", 0))
+		ops = append(ops, clientv3.OpPut(key, v))
+		drained[sc] = d
+	}
+	c := fencing.Change{By: st.Epoch.By, Reason: st.Epoch.Reason, At: now}
+	if st.Bump != nil {
+		c.By, c.Reason = st.Bump.By, st.Bump.Reason
+	}
+	next, err := st.Epoch.Fence(c)
+	if err != nil {
+		return err
+	}
+	ev := fencing.Event{Kind: fencing.EventFenced, From: &st.Epoch, Detail: drainSummary(drained)}
+	if st.Bump != nil {
+		ev.BumpID = st.Bump.ID
+	}
+	if err := s.transition(ctx, "fence", id, st.Revision, next, ev, cmps, ops); err != nil {
+		return err
+	}
+	s.lg.Info("epoch fenced", "validator", id, "epoch", n, "leases", len(drained))
+	return nil
+}
+
+// grant is T4: fenced(N) -> active(N+1, bump.To), deleting the bump in the
+// same transaction, and only while no lease of N exists (invariant 2).
+func (s *Store) grant(ctx context.Context, id string, st Status) error {
+	b := st.Bump
+	if b.FromEpoch != st.Epoch.Epoch {
+		return fencing.Errorf(fencing.CodeInternal, "validator %s: bump %s is from epoch %d but the epoch is %d; refusing to grant (inspect with fencectl history)", id, b.ID, b.FromEpoch, st.Epoch.Epoch)
+	}
+	next, err := st.Epoch.Grant(b.To, fencing.Change{By: b.By, Reason: b.Reason, At: s.now().UTC()})
+	if err != nil {
+		return err
+	}
+	bumpResp, err := s.get(ctx, "grant_read", s.bumpKey(id))
+	if err != nil {
+		return err
+	}
+	if len(bumpResp.Kvs) == 0 {
+		return fencing.Errorf(fencing.CodeConflict, "bump %s of %s already finished", b.ID, id)
+	}
+	cmps := []clientv3.Cmp{
+		s.noLeases(id, st.Epoch.Epoch),
+		clientv3.Compare(clientv3.ModRevision(s.bumpKey(id)), "=", bumpResp.Kvs[0].ModRevision),
+	}
+	ev := fencing.Event{Kind: fencing.EventGrant, From: &st.Epoch, BumpID: b.ID}
+	if err := s.transition(ctx, "grant", id, st.Revision, next, ev, cmps, []clientv3.Op{clientv3.OpDelete(s.bumpKey(id))}); err != nil {
+		return err
+	}
+	s.lg.Info("grant committed", "validator", id, "epoch", next.Epoch, "holder", next.Holder, "bump", b.ID)
+	return nil
+}
+
+// leaseHistory returns every lease granted under epoch and how those that
+// ended did, by sidecar.
+func (s *Store) leaseHistory(ctx context.Context, id string, epoch uint64) (map[string]LeaseRecord, map[string]Drained, error) {
+	tr, err := s.txn(ctx, "lease_history", nil, []clientv3.Op{
+		clientv3.OpGet(s.lesseePrefix(id, epoch), clientv3.WithPrefix()),
+		clientv3.OpGet(s.drainedPrefix(id, epoch), clientv3.WithPrefix()),
+	}, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	lessees := map[string]LeaseRecord{}
+	for _, kv := range tr.Responses[0].GetResponseRange().Kvs {
+		var lr LeaseRecord
+		if err := decode(string(kv.Key), kv.Value, &lr); err != nil {
+			return nil, nil, err
+		}
+		lessees[lr.Sidecar] = lr
+	}
+	drained := map[string]Drained{}
+	for _, kv := range tr.Responses[1].GetResponseRange().Kvs {
+		var d Drained
+		if err := decode(string(kv.Key), kv.Value, &d); err != nil {
+			return nil, nil, err
+		}
+		if d.Holder == "" {
+			d.Holder = lessees[d.Sidecar].Holder
+		}
+		drained[d.Sidecar] = d
+	}
+	return lessees, drained, nil
+}
+
+func drainSummary(d map[string]Drained) string {
+	if len(d) == 0 {
+		return "no leases were held"
+	}
+	parts := make([]string, 0, len(d))
+	for _, x := range d {
+		parts = append(parts, x.Sidecar+" "+x.How+" at "+x.At.Format(time.RFC3339Nano))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, "; ")
+}
+
+// TimelineEntry is one step of a bump as the operator sees it.
+type TimelineEntry struct {
+	At     time.Time `json:"at"`
+	Step   string    `json:"step"`
+	Detail string    `json:"detail,omitempty"`
+}
+
+// BumpResult is what a bump shows when it finished or the caller stopped
+// waiting.
+type BumpResult struct {
+	Bump     fencing.Bump    `json:"bump"`
+	Done     bool            `json:"done"`
+	Epoch    fencing.Epoch   `json:"epoch"`
+	Timeline []TimelineEntry `json:"timeline"`
+}
+
+// WaitBump waits until b is granted or ctx ends, then assembles its timeline
+// from the history and the drained leases.
+func (s *Store) WaitBump(ctx context.Context, id string, b fencing.Bump) (BumpResult, error) {
+	res := BumpResult{Bump: b}
+	var rev int64
+	for {
+		ep, r, err := s.WatchEpoch(ctx, id, rev)
+		if err != nil {
+			if ctx.Err() != nil {
+				break
+			}
+			return res, err
+		}
+		res.Epoch, rev = ep, r
+		if ep.Epoch > b.FromEpoch || ctx.Err() != nil {
+			break
+		}
+	}
+	res.Done = res.Epoch.Epoch > b.FromEpoch
+	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
+	defer cancel()
+	tl, err := s.timeline(tctx, id, b)
+	res.Timeline = tl
+	return res, err
+}
+
+func (s *Store) timeline(ctx context.Context, id string, b fencing.Bump) ([]TimelineEntry, error) {
+	evs, err := s.Events(ctx, id, 0)
+	if err != nil {
+		return nil, err
+	}
+	var tl []TimelineEntry
+	for _, ev := range evs {
+		if ev.BumpID != b.ID {
+			continue
+		}
+		te := TimelineEntry{At: ev.At, Step: string(ev.Kind)}
+		switch ev.Kind {
+		case fencing.EventGrant:
+			te.Detail = "epoch " + u64(ev.To.Epoch) + " active on " + ev.To.Holder
+		case fencing.EventFreeze, fencing.EventBumpStarted:
+			te.Detail = "epoch " + u64(ev.From.Epoch) + " on " + ev.From.Holder + ", " + ev.Detail
+		case fencing.EventFenced:
+			te.Detail = "epoch " + u64(ev.From.Epoch) + " fenced"
+		}
+		tl = append(tl, te)
+	}
+	_, drained, err := s.leaseHistory(ctx, id, b.FromEpoch)
+	if err != nil {
+		return tl, err
+	}
+	for _, d := range drained {
+		tl = append(tl, TimelineEntry{At: d.At, Step: "lease_" + d.How, Detail: d.Sidecar + " (" + d.Holder + ")"})
+	}
+	sort.SliceStable(tl, func(i, j int) bool { return tl[i].At.Before(tl[j].At) })
+	return tl, nil
+}
+
+// Reconciler runs Reconcile for every validator that needs it: on Kick, and
+// on a periodic scan that resumes bumps whose coordinator died. A per
+// validator etcd mutex (bound to this replica's session) keeps replicas from
+// duplicating work; when a replica dies its session expires and the next
+// scan elsewhere takes over.
+type Reconciler struct {
+	s        *Store
+	interval time.Duration
+	ttl      int
+	kick     chan string
+
+	mu      sync.Mutex
+	running map[string]bool
+	sess    *concurrency.Session
+}
+
+// NewReconciler returns a Reconciler that scans every interval and holds its
+// locks with a session of sessionTTL seconds.
+func (s *Store) NewReconciler(interval time.Duration, sessionTTL int) *Reconciler {
+	return &Reconciler{s: s, interval: interval, ttl: sessionTTL, kick: make(chan string, 64), running: map[string]bool{}}
+}
+
+// Kick asks for id to be reconciled now.
+func (r *Reconciler) Kick(id string) {
+	select {
+	case r.kick <- id:
+	default:
+	}
+}
+
+// Run reconciles until ctx ends.
+func (r *Reconciler) Run(ctx context.Context) {
+	t := time.NewTicker(r.interval)
+	defer t.Stop()
+	defer r.closeSession()
+	for {
+		r.scan(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case id := <-r.kick:
+			r.start(ctx, id)
+		case <-t.C:
+		}
+	}
+}
+
+func (r *Reconciler) scan(ctx context.Context) {
+	sts, err := r.s.Statuses(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			r.s.lg.Warn("reconcile scan failed", "error", err)
+		}
+		return
+	}
+	for _, st := range sts {
+		if st.Epoch.State == fencing.StateRevoking || st.Bump != nil {
+			r.start(ctx, st.ID)
+		}
+	}
+}
+
+func (r *Reconciler) start(ctx context.Context, id string) {
+	r.mu.Lock()
+	if r.running[id] {
+		r.mu.Unlock()
+		return
+	}
+	r.running[id] = true
+	r.mu.Unlock()
+	go func() {
+		defer func() {
+			r.mu.Lock()
+			delete(r.running, id)
+			r.mu.Unlock()
+		}()
+		if err := r.reconcileLocked(ctx, id); err != nil && ctx.Err() == nil && !errors.Is(err, concurrency.ErrLocked) {
+			r.s.lg.Warn("reconcile failed; will retry", "validator", id, "error", err)
+		}
+	}()
+}
+
+// reconcileLocked runs Reconcile under the validator's bump lock.
+func (r *Reconciler) reconcileLocked(ctx context.Context, id string) error {
+	sess, err := r.session()
+	if err != nil {
+		return err
+	}
+	m := concurrency.NewMutex(sess, r.s.bumpLockKey(id))
+	lctx, cancel := context.WithTimeout(ctx, r.s.timeout)
+	err = m.TryLock(lctx)
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.s.timeout)
+		_ = m.Unlock(uctx)
+		cancel()
+	}()
+	// Losing the session loses the lock: stop rather than work unlocked.
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-sess.Done():
+			cancel()
+		case <-wctx.Done():
+		}
+	}()
+	_, err = r.s.Reconcile(wctx, id)
+	return err
+}
+
+func (r *Reconciler) session() (*concurrency.Session, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.sess != nil {
+		select {
+		case <-r.sess.Done():
+			r.sess = nil
+		default:
+			return r.sess, nil
+		}
+	}
+	// Grant the session's lease with a bounded request; NewSession itself
+	// would wait on etcd without a deadline.
+	leaseID, err := r.s.grantLease(context.Background(), int64(r.ttl))
+	if err != nil {
+		return nil, err
+	}
+	sess, err := concurrency.NewSession(r.s.cli, concurrency.WithLease(leaseID))
+	if err != nil {
+		return nil, fencing.Errorf(fencing.CodeNoQuorum, "etcd: cannot open a session for the bump lock: %v", err)
+	}
+	r.sess = sess
+	return sess, nil
+}
+
+func (r *Reconciler) closeSession() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.sess != nil {
+		_ = r.sess.Close()
+		r.sess = nil
+	}
+}

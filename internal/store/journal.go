@@ -1,0 +1,283 @@
+package store
+
+import (
+	"context"
+	"sync"
+
+	"go.etcd.io/etcd/api/v3/etcdserverpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/validator-fencing/fencing/internal/fencing"
+)
+
+// JournalRequest asks to record one signature intent under a lease.
+type JournalRequest struct {
+	Lease  fencing.Lease  `json:"lease"`
+	HRS    fencing.HRS    `json:"hrs"`
+	Digest fencing.Digest `json:"digest"`
+}
+
+// Validate reports a request that can never be journaled.
+func (r JournalRequest) Validate() error {
+	if err := r.Lease.Validate(); err != nil {
+		return err
+	}
+	if id, _ := fencing.CanonicalValidatorID(r.Lease.Validator); id != r.Lease.Validator {
+		return fencing.Errorf(fencing.CodeBadRequest, "lease names validator %q, not its canonical form %q from the acquire response", r.Lease.Validator, id)
+	}
+	return r.HRS.Validate()
+}
+
+// journalOps are the compares and writes of one journal entry (invariant 4):
+// the epoch record and lease incarnation of the token (leaseCmps), the new
+// HRS strictly above the quorum watermark, and no entry at this HRS yet.
+func (s *Store) journalOps(r JournalRequest) ([]clientv3.Cmp, []clientv3.Op, fencing.JournalEntry, error) {
+	id := r.Lease.Validator
+	e := fencing.JournalEntry{Validator: id, HRS: r.HRS, Digest: r.Digest, Epoch: r.Lease.Epoch, Sidecar: r.Lease.Sidecar, At: s.now().UTC()}
+	ev, err := encode(e)
+	if err != nil {
+		return nil, nil, e, err
+	}
+	wm, err := encode(fencing.Watermark{HRS: r.HRS, Digest: r.Digest, Epoch: r.Lease.Epoch, Sidecar: r.Lease.Sidecar})
+	if err != nil {
+		return nil, nil, e, err
+	}
+	jk := s.journalKey(id, r.HRS)
+	sk := r.HRS.SortKey()
+	cmps := append(s.leaseCmps(r.Lease),
+		clientv3.Compare(clientv3.Value(s.hrsKey(id)), "<", sk),
+		clientv3.Compare(clientv3.CreateRevision(jk), "=", 0))
+	ops := []clientv3.Op{
+		clientv3.OpPut(jk, ev),
+		clientv3.OpPut(s.hrsKey(id), sk),
+		clientv3.OpPut(s.watermarkKey(id), wm),
+	}
+	return cmps, ops, e, nil
+}
+
+// Journal commits r in its own transaction. Journaling the same HRS with the
+// same digest again succeeds (idempotent) as long as the lease is still
+// valid; another digest at a journaled HRS, or an HRS not above the
+// watermark, fails with a *fencing.WatermarkError.
+func (s *Store) Journal(ctx context.Context, r JournalRequest) (fencing.JournalEntry, error) {
+	if err := r.Validate(); err != nil {
+		return fencing.JournalEntry{}, err
+	}
+	cmps, ops, e, err := s.journalOps(r)
+	if err != nil {
+		return e, err
+	}
+	id := r.Lease.Validator
+	tr, err := s.txn(ctx, "journal", cmps, ops, []clientv3.Op{
+		clientv3.OpGet(s.epochKey(id)),
+		clientv3.OpGet(s.leaseKey(id, r.Lease.Epoch, r.Lease.Sidecar)),
+		clientv3.OpGet(s.journalKey(id, r.HRS)),
+		clientv3.OpGet(s.watermarkKey(id)),
+	})
+	if err != nil {
+		return e, err
+	}
+	if tr.Succeeded {
+		return e, nil
+	}
+	return s.whyNotJournaled(r, tr.Responses)
+}
+
+// whyNotJournaled classifies a failed journal transaction from the snapshot
+// its Else branch read; the idempotent case is a success.
+func (s *Store) whyNotJournaled(r JournalRequest, rs []*etcdserverpb.ResponseOp) (fencing.JournalEntry, error) {
+	l := r.Lease
+	epKVs := rs[0].GetResponseRange().Kvs
+	leaseKVs := rs[1].GetResponseRange().Kvs
+	if len(epKVs) == 0 || epKVs[0].ModRevision != l.EpochRevision ||
+		len(leaseKVs) == 0 || leaseKVs[0].CreateRevision != l.LeaseRevision {
+		return fencing.JournalEntry{}, s.whyNotHeld(l, epKVs)
+	}
+	if kvs := rs[2].GetResponseRange().Kvs; len(kvs) > 0 {
+		var prev fencing.JournalEntry
+		if err := decode(string(kvs[0].Key), kvs[0].Value, &prev); err != nil {
+			return fencing.JournalEntry{}, err
+		}
+		if prev.Digest == r.Digest {
+			return prev, nil
+		}
+		return fencing.JournalEntry{}, &fencing.WatermarkError{Signed: prev.HRS, Requested: r.HRS, SameHRS: true}
+	}
+	var wm fencing.Watermark
+	if kvs := rs[3].GetResponseRange().Kvs; len(kvs) > 0 {
+		if err := decode(string(kvs[0].Key), kvs[0].Value, &wm); err != nil {
+			return fencing.JournalEntry{}, err
+		}
+	}
+	return fencing.JournalEntry{}, &fencing.WatermarkError{Signed: wm.HRS, Requested: r.HRS}
+}
+
+// JournalEntries lists the journal of id (all of it when id is empty), in
+// key order: by validator, then height, round and step.
+func (s *Store) JournalEntries(ctx context.Context, id string) ([]fencing.JournalEntry, error) {
+	ids := []string{id}
+	if id == "" {
+		sts, err := s.Statuses(ctx)
+		if err != nil {
+			return nil, err
+		}
+		ids = ids[:0]
+		for _, st := range sts {
+			ids = append(ids, st.ID)
+		}
+	} else if cid, err := fencing.CanonicalValidatorID(id); err != nil {
+		return nil, err
+	} else {
+		ids[0] = cid
+	}
+	var out []fencing.JournalEntry
+	for _, v := range ids {
+		resp, err := s.get(ctx, "journal_list", s.journalPrefix(v), clientv3.WithPrefix())
+		if err != nil {
+			return nil, err
+		}
+		for _, kv := range resp.Kvs {
+			var e fencing.JournalEntry
+			if err := decode(string(kv.Key), kv.Value, &e); err != nil {
+				return nil, err
+			}
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// Journaler commits journal requests with group commit: while one
+// transaction is in flight, requests queue; the next transaction carries all
+// of them (one per validator, at most maxBatch) when every compare holds, and
+// falls back to one transaction each when any does not, so every request
+// gets its own answer. Latency at concurrency 1 is one transaction.
+type Journaler struct {
+	s        *Store
+	maxBatch int
+	queue    chan *pendingJournal
+}
+
+type pendingJournal struct {
+	ctx   context.Context
+	req   JournalRequest
+	entry fencing.JournalEntry
+	err   error
+	done  chan struct{}
+}
+
+// NewJournaler returns a Journaler; Run must be running for Journal to
+// return. maxBatch is capped so a batch stays under etcd's default limit of
+// 128 compares per transaction.
+func (s *Store) NewJournaler(maxBatch int) *Journaler {
+	if maxBatch <= 0 || maxBatch > 32 {
+		maxBatch = 32
+	}
+	return &Journaler{s: s, maxBatch: maxBatch, queue: make(chan *pendingJournal, 4096)}
+}
+
+// Journal commits r, batched with concurrent requests of other validators.
+func (j *Journaler) Journal(ctx context.Context, r JournalRequest) (fencing.JournalEntry, error) {
+	if err := r.Validate(); err != nil {
+		return fencing.JournalEntry{}, err
+	}
+	p := &pendingJournal{ctx: ctx, req: r, done: make(chan struct{})}
+	select {
+	case j.queue <- p:
+	case <-ctx.Done():
+		return fencing.JournalEntry{}, ctx.Err()
+	}
+	select {
+	case <-p.done:
+		return p.entry, p.err
+	case <-ctx.Done():
+		// The entry may still commit; the caller must not sign without an answer.
+		return fencing.JournalEntry{}, ctx.Err()
+	}
+}
+
+// Run commits queued requests until ctx ends.
+func (j *Journaler) Run(ctx context.Context) {
+	var carry []*pendingJournal
+	for {
+		var batch []*pendingJournal
+		seen := map[string]bool{}
+		take := func(p *pendingJournal) {
+			if seen[p.req.Lease.Validator] || len(batch) == j.maxBatch {
+				carry = append(carry, p)
+				return
+			}
+			seen[p.req.Lease.Validator] = true
+			batch = append(batch, p)
+		}
+		prev := carry
+		carry = nil
+		for _, p := range prev {
+			take(p)
+		}
+		if len(batch) == 0 {
+			select {
+			case p := <-j.queue:
+				take(p)
+			case <-ctx.Done():
+				return
+			}
+		}
+	drain:
+		for len(batch) < j.maxBatch && len(carry) < 4096 {
+			select {
+			case p := <-j.queue:
+				take(p)
+			default:
+				break drain
+			}
+		}
+		j.commit(ctx, batch)
+	}
+}
+
+func (j *Journaler) commit(ctx context.Context, batch []*pendingJournal) {
+	finish := func(p *pendingJournal, e fencing.JournalEntry, err error) {
+		p.entry, p.err = e, err
+		close(p.done)
+	}
+	if len(batch) == 1 {
+		p := batch[0]
+		e, err := j.s.Journal(p.ctx, p.req)
+		finish(p, e, err)
+		return
+	}
+	var cmps []clientv3.Cmp
+	var ops []clientv3.Op
+	entries := make([]fencing.JournalEntry, len(batch))
+	for i, p := range batch {
+		c, o, e, err := j.s.journalOps(p.req)
+		if err != nil {
+			finish(p, e, err)
+			batch[i] = nil
+			continue
+		}
+		cmps, ops, entries[i] = append(cmps, c...), append(ops, o...), e
+	}
+	tr, err := j.s.txn(ctx, "journal_batch", cmps, ops, nil)
+	if err == nil && tr.Succeeded {
+		for i, p := range batch {
+			if p != nil {
+				finish(p, entries[i], nil)
+			}
+		}
+		return
+	}
+	// Some compare failed (or etcd did): answer each on its own.
+	var wg sync.WaitGroup
+	for _, p := range batch {
+		if p == nil {
+			continue
+		}
+		wg.Go(func() {
+			e, err := j.s.Journal(p.ctx, p.req)
+			finish(p, e, err)
+		})
+	}
+	wg.Wait()
+}

@@ -1,0 +1,302 @@
+package store
+
+import (
+	"context"
+	"sort"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/validator-fencing/fencing/internal/fencing"
+)
+
+// LeaseRecord describes one lease: live ones come from leases/, past ones
+// from lessees/ and drained/.
+type LeaseRecord struct {
+	Sidecar    string    `json:"sidecar"`
+	Holder     string    `json:"holder"`
+	Epoch      uint64    `json:"epoch"`
+	AcquiredAt time.Time `json:"acquired_at"`
+	RenewedAt  time.Time `json:"renewed_at,omitzero"`
+	TTLSeconds int64     `json:"ttl_seconds"`
+}
+
+// Drained says how a lease of a revoked epoch ended.
+type Drained struct {
+	Sidecar string    `json:"sidecar"`
+	Holder  string    `json:"holder"`
+	Epoch   uint64    `json:"epoch"`
+	How     string    `json:"how"` // "released" or "expired"
+	At      time.Time `json:"at"`
+}
+
+// How a lease ended.
+const (
+	DrainReleased = "released"
+	DrainExpired  = "expired"
+)
+
+// Status is everything the operator sees of one validator, read in one
+// consistent snapshot.
+type Status struct {
+	ID        string             `json:"validator"`
+	Epoch     fencing.Epoch      `json:"epoch"`
+	Revision  int64              `json:"revision"`
+	Leases    []LeaseRecord      `json:"leases"`
+	Watermark *fencing.Watermark `json:"watermark,omitempty"`
+	Bump      *fencing.Bump      `json:"bump,omitempty"`
+}
+
+// AddValidator is T1: register id with epoch 1 active on holder. It fails
+// with conflict if id exists.
+func (s *Store) AddValidator(ctx context.Context, id, holder string, c fencing.Change) (fencing.Epoch, error) {
+	id, err := fencing.CanonicalValidatorID(id)
+	if err != nil {
+		return fencing.Epoch{}, err
+	}
+	c.At = s.now().UTC()
+	ep, err := fencing.NewEpoch(holder, c)
+	if err != nil {
+		return fencing.Epoch{}, err
+	}
+	epv, err := encode(ep)
+	if err != nil {
+		return fencing.Epoch{}, err
+	}
+	evCmp, evOp, err := s.eventOp(fencing.Event{Kind: fencing.EventValidatorAdded, Validator: id, At: c.At, By: c.By, Reason: c.Reason, To: &ep})
+	if err != nil {
+		return fencing.Epoch{}, err
+	}
+	resp, err := s.txn(ctx, "add_validator",
+		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(s.epochKey(id)), "=", 0), evCmp},
+		[]clientv3.Op{
+			clientv3.OpPut(s.registryKey(id), ""),
+			clientv3.OpPut(s.epochKey(id), epv),
+			// The watermark sort key exists from the start: a Value compare on
+			// a missing key always fails in etcd.
+			clientv3.OpPut(s.hrsKey(id), fencing.ZeroSortKey),
+			evOp,
+		}, nil)
+	if err != nil {
+		return fencing.Epoch{}, err
+	}
+	if !resp.Succeeded {
+		return fencing.Epoch{}, fencing.Errorf(fencing.CodeConflict, "validator %s is already registered; see fencectl status %s", id, id)
+	}
+	s.lg.Info("validator added", "validator", id, "holder", holder, "by", c.By)
+	return ep, nil
+}
+
+// readEpoch returns the epoch record of id and its mod revision.
+func (s *Store) readEpoch(ctx context.Context, id string) (fencing.Epoch, int64, error) {
+	resp, err := s.get(ctx, "get_epoch", s.epochKey(id))
+	if err != nil {
+		return fencing.Epoch{}, 0, err
+	}
+	if len(resp.Kvs) == 0 {
+		return fencing.Epoch{}, 0, notFound(id)
+	}
+	var ep fencing.Epoch
+	if err := decode(s.epochKey(id), resp.Kvs[0].Value, &ep); err != nil {
+		return fencing.Epoch{}, 0, err
+	}
+	if err := ep.Validate(); err != nil {
+		return fencing.Epoch{}, 0, err
+	}
+	return ep, resp.Kvs[0].ModRevision, nil
+}
+
+func notFound(id string) error {
+	return fencing.Errorf(fencing.CodeNotFound, "validator %s is not registered; add it with fencectl validator add %s --holder H", id, id)
+}
+
+// Status reads one validator.
+func (s *Store) Status(ctx context.Context, id string) (Status, error) {
+	id, err := fencing.CanonicalValidatorID(id)
+	if err != nil {
+		return Status{}, err
+	}
+	sts, err := s.statuses(ctx, []string{id})
+	if err != nil {
+		return Status{}, err
+	}
+	return sts[0], nil
+}
+
+// Statuses reads every registered validator, sorted by id.
+func (s *Store) Statuses(ctx context.Context) ([]Status, error) {
+	resp, err := s.get(ctx, "list_validators", s.prefix+"registry/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		ids = append(ids, strings.TrimPrefix(string(kv.Key), s.prefix+"registry/"))
+	}
+	sort.Strings(ids)
+	var out []Status
+	const perTxn = 25 // 4 reads each, under etcd's default of 128 ops
+	for len(ids) > 0 {
+		n := min(perTxn, len(ids))
+		sts, err := s.statuses(ctx, ids[:n])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sts...)
+		ids = ids[n:]
+	}
+	return out, nil
+}
+
+// statuses reads ids in one transaction so each snapshot is consistent.
+func (s *Store) statuses(ctx context.Context, ids []string) ([]Status, error) {
+	var ops []clientv3.Op
+	for _, id := range ids {
+		ops = append(ops,
+			clientv3.OpGet(s.epochKey(id)),
+			clientv3.OpGet(s.bumpKey(id)),
+			clientv3.OpGet(s.watermarkKey(id)),
+			clientv3.OpGet(s.vkey(id, "leases/"), clientv3.WithPrefix()))
+	}
+	resp, err := s.txn(ctx, "read_status", nil, ops, nil)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Status, 0, len(ids))
+	for i, id := range ids {
+		r := resp.Responses[4*i : 4*i+4]
+		epKVs := r[0].GetResponseRange().Kvs
+		if len(epKVs) == 0 {
+			return nil, notFound(id)
+		}
+		st := Status{ID: id, Revision: epKVs[0].ModRevision, Leases: []LeaseRecord{}}
+		if err := decode(string(epKVs[0].Key), epKVs[0].Value, &st.Epoch); err != nil {
+			return nil, err
+		}
+		if kvs := r[1].GetResponseRange().Kvs; len(kvs) > 0 {
+			st.Bump = new(fencing.Bump)
+			if err := decode(string(kvs[0].Key), kvs[0].Value, st.Bump); err != nil {
+				return nil, err
+			}
+		}
+		if kvs := r[2].GetResponseRange().Kvs; len(kvs) > 0 {
+			st.Watermark = new(fencing.Watermark)
+			if err := decode(string(kvs[0].Key), kvs[0].Value, st.Watermark); err != nil {
+				return nil, err
+			}
+		}
+		for _, kv := range r[3].GetResponseRange().Kvs {
+			var lr LeaseRecord
+			if err := decode(string(kv.Key), kv.Value, &lr); err != nil {
+				return nil, err
+			}
+			st.Leases = append(st.Leases, lr)
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+// Freeze is T2 on its own: active(N) -> revoking(N). expected, when not zero,
+// must equal the current epoch. The operator then bumps, or leaves the
+// validator frozen ("freeze production writes").
+func (s *Store) Freeze(ctx context.Context, id string, expected uint64, c fencing.Change) (fencing.Epoch, error) {
+	id, err := fencing.CanonicalValidatorID(id)
+	if err != nil {
+		return fencing.Epoch{}, err
+	}
+	if err := c.Validate(); err != nil {
+		return fencing.Epoch{}, err
+	}
+	ep, rev, err := s.readEpoch(ctx, id)
+	if err != nil {
+		return fencing.Epoch{}, err
+	}
+	if err := checkExpected(id, ep, expected); err != nil {
+		return fencing.Epoch{}, err
+	}
+	c.At = s.now().UTC()
+	next, err := ep.Freeze(c)
+	if err != nil {
+		return fencing.Epoch{}, err
+	}
+	if err := s.transition(ctx, "freeze", id, rev, next, fencing.Event{Kind: fencing.EventFreeze, From: &ep}, nil, nil); err != nil {
+		return fencing.Epoch{}, err
+	}
+	s.lg.Info("revoke committed", "validator", id, "epoch", ep.Epoch, "by", c.By, "reason", c.Reason)
+	return next, nil
+}
+
+func checkExpected(id string, ep fencing.Epoch, expected uint64) error {
+	if expected != 0 && ep.Epoch != expected {
+		return fencing.Errorf(fencing.CodeConflict, "validator %s: expected epoch %d but the current epoch is %d (%s on %s); re-read fencectl status", id, expected, ep.Epoch, ep.State, ep.Holder)
+	}
+	return nil
+}
+
+// transition commits next over the record read at rev, with its event and any
+// extra compares and operations, in one transaction. A lost race is conflict.
+func (s *Store) transition(ctx context.Context, name, id string, rev int64, next fencing.Epoch, ev fencing.Event, cmps []clientv3.Cmp, ops []clientv3.Op) error {
+	nv, err := encode(next)
+	if err != nil {
+		return err
+	}
+	ev.Validator, ev.At, ev.By, ev.Reason, ev.To = id, next.UpdatedAt, next.By, next.Reason, &next
+	evCmp, evOp, err := s.eventOp(ev)
+	if err != nil {
+		return err
+	}
+	cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(s.epochKey(id)), "=", rev), evCmp)
+	ops = append(ops, clientv3.OpPut(s.epochKey(id), nv), evOp)
+	resp, err := s.txn(ctx, name, cmps, ops, nil)
+	if err != nil {
+		return err
+	}
+	if !resp.Succeeded {
+		return fencing.Errorf(fencing.CodeConflict, "validator %s changed while %s was being committed (another operator or replica acted first); nothing was changed, re-read fencectl status", id, name)
+	}
+	return nil
+}
+
+// WatchEpoch returns the epoch record of id as soon as its revision is above
+// after, or when ctx ends (then with the current record and no error). It is
+// the long poll sidecars use to learn of revoking without polling etcd.
+func (s *Store) WatchEpoch(ctx context.Context, id string, after int64) (fencing.Epoch, int64, error) {
+	id, err := fencing.CanonicalValidatorID(id)
+	if err != nil {
+		return fencing.Epoch{}, 0, err
+	}
+	resp, err := s.get(ctx, "get_epoch", s.epochKey(id))
+	if err != nil {
+		return fencing.Epoch{}, 0, err
+	}
+	if len(resp.Kvs) == 0 {
+		return fencing.Epoch{}, 0, notFound(id)
+	}
+	kv := resp.Kvs[0]
+	if kv.ModRevision <= after {
+		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+		defer cancel()
+		for wr := range s.cli.Watch(wctx, s.epochKey(id), clientv3.WithRev(resp.Header.Revision+1)) {
+			if err := wr.Err(); err != nil {
+				if ctx.Err() != nil {
+					break
+				}
+				return fencing.Epoch{}, 0, fencing.Errorf(fencing.CodeNoQuorum, "etcd: watch on %s failed: %v", id, err)
+			}
+			if len(wr.Events) > 0 {
+				kv = wr.Events[len(wr.Events)-1].Kv
+				break
+			}
+		}
+		if ctx.Err() == nil && kv.ModRevision <= after {
+			return fencing.Epoch{}, 0, fencing.Errorf(fencing.CodeNoQuorum, "etcd: watch on %s ended (no leader?)", id)
+		}
+	}
+	var ep fencing.Epoch
+	if err := decode(string(kv.Key), kv.Value, &ep); err != nil {
+		return fencing.Epoch{}, 0, err
+	}
+	return ep, kv.ModRevision, nil
+}

@@ -227,6 +227,14 @@ func CliqueSealHash(h *types.Header) (common.Hash, error) {
 // ConsensusAuto, under the format its mixHash and hash select) and recovers
 // every seal. The genesis block carries no seal and yields none.
 func VerifyHeader(h *types.Header, reported common.Hash, c Consensus) (*SealedHeader, error) {
+	return verifyHeader(h, reported, c, recoverSigner)
+}
+
+// recoverFunc recovers the signer of sig over hash; the chain audit passes a
+// cached one.
+type recoverFunc func(hash common.Hash, sig []byte) (common.Address, error)
+
+func verifyHeader(h *types.Header, reported common.Hash, c Consensus, recoverSigner recoverFunc) (*SealedHeader, error) {
 	if h == nil || h.Number == nil || h.Difficulty == nil {
 		return nil, errors.New("header lacks number or difficulty")
 	}

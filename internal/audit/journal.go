@@ -1,0 +1,305 @@
+package audit
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/validator-fencing/fencing/internal/fencing"
+)
+
+// JournalSource reads the quorum journal and the event history, for example
+// the coordinator's HTTP client. It is defined here, where it is used.
+type JournalSource interface {
+	Journal(ctx context.Context) ([]fencing.JournalEntry, []fencing.Event, error)
+}
+
+// JournalSet is the entries of one source. Source names it in evidence
+// ("quorum journal", a file name); an entry read from a file carries its own
+// file:line in Lines.
+type JournalSet struct {
+	Source  string
+	Entries []fencing.JournalEntry
+	// Lines, when set, has one "file:line" per entry.
+	Lines []string
+}
+
+// AuditJournal reports every (validator, HRS) signed with two different
+// digests across all sets, and every entry written under epoch N after the
+// revoke of N was committed (an EventFreeze event for that validator whose
+// To.Epoch is N). The detector compares exact HRS: re-signing one HRS with
+// one digest is allowed (invariant 5).
+func AuditJournal(events []fencing.Event, sets ...JournalSet) *Report {
+	r := &Report{Kind: "journal"}
+	d := NewDetector()
+	revokes := map[string]map[uint64]fencing.Event{} // validator -> epoch -> earliest revoke
+	for _, ev := range events {
+		if ev.Kind != fencing.EventFreeze {
+			continue
+		}
+		if ev.To == nil {
+			r.Warnings = append(r.Warnings, fmt.Sprintf("revoke event of %s at revision %d carries no epoch; writes after it cannot be checked", ev.Validator, ev.Revision))
+			continue
+		}
+		v := canonicalValidator(ev.Validator)
+		n := ev.To.Epoch
+		if revokes[v] == nil {
+			revokes[v] = map[uint64]fencing.Event{}
+		}
+		if prev, ok := revokes[v][n]; !ok || earlierEvent(ev, prev) {
+			revokes[v][n] = ev
+		}
+	}
+	for _, set := range sets {
+		for i, e := range set.Entries {
+			src := set.Source
+			if i < len(set.Lines) {
+				src = set.Lines[i]
+			}
+			v := canonicalValidator(e.Validator)
+			r.Signatures++
+			d.Add(Signature{
+				Validator: v, HRS: e.HRS, Digest: e.Digest,
+				Epoch: e.Epoch, Sidecar: e.Sidecar, At: e.At, Source: src,
+			})
+			rev, ok := revokes[v][e.Epoch]
+			if ok && e.At.After(rev.At) {
+				r.AfterRevoke = append(r.AfterRevoke, LateEntry{
+					Validator: v, Epoch: e.Epoch, HRS: e.HRS, Digest: e.Digest, Sidecar: e.Sidecar,
+					Source: src, EntryAt: e.At, RevokeAt: rev.At, RevokeRevision: rev.Revision,
+					After: e.At.Sub(rev.At).String(),
+				})
+			}
+		}
+	}
+	r.Duplicates = d.Drain()
+	r.normalize()
+	return r
+}
+
+// earlierEvent orders two events: by etcd revision when both have one (it is
+// the order the cluster committed them), by time otherwise.
+func earlierEvent(a, b fencing.Event) bool {
+	if a.Revision > 0 && b.Revision > 0 {
+		return a.Revision < b.Revision
+	}
+	return a.At.Before(b.At)
+}
+
+// canonicalValidator maps an address to EIP-55 so that one validator has one
+// name; anything else is kept as written.
+func canonicalValidator(id string) string {
+	if c, err := fencing.CanonicalValidatorID(id); err == nil {
+		return c
+	}
+	return id
+}
+
+// LocalJournal is what LoadLocalJournal read.
+type LocalJournal struct {
+	// Entries in file order, files sorted by name.
+	Entries []fencing.JournalEntry
+	// Lines has "file:line" for each entry.
+	Lines []string
+	// Files read, and Warnings such as a truncated last line.
+	Files    []string
+	Warnings []string
+}
+
+// CorruptLineError is a line of a local journal file that is not a journal
+// entry and is not a truncated last line.
+type CorruptLineError struct {
+	File string
+	Line int
+	Err  error
+}
+
+func (e *CorruptLineError) Error() string {
+	return fmt.Sprintf("%s:%d: corrupt journal line: %v", e.File, e.Line, e.Err)
+}
+
+func (e *CorruptLineError) Unwrap() error { return e.Err }
+
+// ReadLocalJournal reads a sidecar's local journal: every
+// <dir>/journal/*.jsonl file (or <dir>/*.jsonl when dir has no journal
+// subdirectory), one fencing.JournalEntry JSON object per line. A last line
+// that does not end in a newline and does not parse is a write cut short by a
+// crash: it is skipped (LoadLocalJournal reports it as a warning). Any other
+// line that does not parse fails with a *CorruptLineError naming file:line;
+// the entries read until then are returned with it.
+func ReadLocalJournal(dir string) ([]fencing.JournalEntry, error) {
+	lj, err := LoadLocalJournal(dir)
+	return lj.Entries, err
+}
+
+// LoadLocalJournal is ReadLocalJournal with the warnings and the file:line of
+// each entry. Corrupt lines of every file are collected (errors.Join of
+// *CorruptLineError) and the valid entries kept.
+func LoadLocalJournal(dir string) (LocalJournal, error) {
+	var lj LocalJournal
+	jdir := filepath.Join(dir, "journal")
+	if fi, err := os.Stat(jdir); err != nil || !fi.IsDir() {
+		if fi, err := os.Stat(dir); err != nil {
+			return lj, fmt.Errorf("local journal: %w", err)
+		} else if !fi.IsDir() {
+			return lj, fmt.Errorf("local journal: %s is not a directory", dir)
+		}
+		jdir = dir
+	}
+	files, err := filepath.Glob(filepath.Join(jdir, "*.jsonl"))
+	if err != nil {
+		return lj, fmt.Errorf("local journal: %w", err)
+	}
+	slices.Sort(files)
+	if len(files) == 0 {
+		lj.Warnings = append(lj.Warnings, fmt.Sprintf("no *.jsonl journal files in %s", jdir))
+	}
+	var errs []error
+	for _, f := range files {
+		lj.Files = append(lj.Files, f)
+		if err := readJournalFile(f, &lj); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return lj, errors.Join(errs...)
+}
+
+// maxLine bounds one journal line; an entry is a few hundred bytes.
+const maxLine = 1 << 20
+
+func readJournalFile(path string, lj *LocalJournal) error {
+	fh, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("local journal: %w", err)
+	}
+	defer fh.Close()
+	br := bufio.NewReader(fh)
+	var errs []error
+	for n := 1; ; n++ {
+		line, err := readLine(br)
+		if err != nil && !errors.Is(err, io.EOF) {
+			errs = append(errs, &CorruptLineError{File: path, Line: n, Err: err})
+			break
+		}
+		complete := bytes.HasSuffix(line, []byte("\n"))
+		text := bytes.TrimSpace(line)
+		if len(text) > 0 {
+			e, perr := parseEntry(text)
+			switch {
+			case perr == nil:
+				lj.Entries = append(lj.Entries, e)
+				lj.Lines = append(lj.Lines, fmt.Sprintf("%s:%d", path, n))
+			case !complete && errors.Is(err, io.EOF):
+				lj.Warnings = append(lj.Warnings, fmt.Sprintf("%s:%d: last line is truncated (%d bytes without a newline, a write cut short by a crash); skipped", path, n, len(line)))
+			default:
+				errs = append(errs, &CorruptLineError{File: path, Line: n, Err: perr})
+			}
+		}
+		if err != nil { // io.EOF
+			break
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// readLine reads up to and including '\n', failing past maxLine.
+func readLine(br *bufio.Reader) ([]byte, error) {
+	var out []byte
+	for {
+		chunk, err := br.ReadSlice('\n')
+		out = append(out, chunk...)
+		if len(out) > maxLine {
+			return nil, fmt.Errorf("line longer than %d bytes", maxLine)
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		return out, err
+	}
+}
+
+func parseEntry(b []byte) (fencing.JournalEntry, error) {
+	var e fencing.JournalEntry
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(&e); err != nil {
+		return e, err
+	}
+	if dec.More() {
+		return e, errors.New("more than one JSON value on the line")
+	}
+	var missing []string
+	if strings.TrimSpace(e.Validator) == "" {
+		missing = append(missing, "validator")
+	}
+	if e.At.IsZero() {
+		missing = append(missing, "at")
+	}
+	if len(missing) > 0 {
+		return e, fmt.Errorf("entry lacks %s", strings.Join(missing, " and "))
+	}
+	if err := e.HRS.Validate(); err != nil {
+		return e, err
+	}
+	return e, nil
+}
+
+// RunJournalAudit gathers the quorum journal from src (when not nil) and the
+// local journal under stateDir (when not empty) and audits them together. A
+// source that cannot be read is reported as unaudited.
+func RunJournalAudit(ctx context.Context, src JournalSource, stateDir string) *Report {
+	var (
+		sets   []JournalSet
+		events []fencing.Event
+		unaud  []Unaudited
+		warns  []string
+	)
+	if src != nil {
+		entries, evs, err := src.Journal(ctx)
+		if err != nil {
+			unaud = append(unaud, Unaudited{Endpoint: "quorum journal", Reason: err.Error()})
+		} else {
+			sets = append(sets, JournalSet{Source: "quorum journal", Entries: entries})
+			events = evs
+		}
+	}
+	if stateDir != "" {
+		lj, err := LoadLocalJournal(stateDir)
+		warns = append(warns, lj.Warnings...)
+		if err != nil {
+			var ce *CorruptLineError
+			for _, e := range flatten(err) {
+				if errors.As(e, &ce) {
+					unaud = append(unaud, Unaudited{Endpoint: fmt.Sprintf("%s:%d", ce.File, ce.Line), Reason: ce.Err.Error()})
+				} else {
+					unaud = append(unaud, Unaudited{Endpoint: stateDir, Reason: e.Error()})
+				}
+			}
+		}
+		sets = append(sets, JournalSet{Source: "local journal", Entries: lj.Entries, Lines: lj.Lines})
+	}
+	r := AuditJournal(events, sets...)
+	r.Unaudited = append(r.Unaudited, unaud...)
+	r.Warnings = append(warns, r.Warnings...)
+	r.normalize()
+	return r
+}
+
+// flatten unwraps errors.Join trees.
+func flatten(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, flatten(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
 )
 
 // Member is one running etcd member.
@@ -51,7 +52,9 @@ func Start(spec Spec) (*Member, error) {
 	cfg := embed.NewConfig()
 	cfg.Name = spec.Name
 	cfg.Dir = spec.Dir
-	cfg.LogLevel = "error"
+	// etcd's own log is silent: its failures reach the caller as client
+	// errors, and at shutdown it reports closed listeners as errors.
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	cfg.AutoCompactionMode = "revision"
 	cfg.AutoCompactionRetention = "100000"
 	cu, err := url.Parse(spec.ClientURL)

@@ -157,7 +157,7 @@ func (s *Store) drain(ctx context.Context, id string, epoch uint64) error {
 // compare keeps it.
 func (s *Store) markExpired(ctx context.Context, id string, epoch uint64, sidecar string) {
 	key := s.drainedPrefix(id, epoch) + sidecar
-	v, err := encode(Drained{Sidecar: sidecar, Epoch: epoch, How: DrainExpired, At: s.now().UTC()})
+	v, err := encode(fencing.Drained{Sidecar: sidecar, Epoch: epoch, How: fencing.DrainExpired, At: s.now().UTC()})
 	if err == nil {
 		_, err = s.txn(ctx, "drain_mark", []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}, []clientv3.Op{clientv3.OpPut(key, v)}, nil)
 	}
@@ -168,7 +168,7 @@ func (s *Store) markExpired(ctx context.Context, id string, epoch uint64, sideca
 
 // fence is T3, committed only while no lease of the epoch exists. Leases
 // granted under the epoch whose end nobody saw are recorded as expired.
-func (s *Store) fence(ctx context.Context, id string, st Status) error {
+func (s *Store) fence(ctx context.Context, id string, st fencing.Status) error {
 	n := st.Epoch.Epoch
 	lessees, drained, err := s.leaseHistory(ctx, id, n)
 	if err != nil {
@@ -181,7 +181,7 @@ func (s *Store) fence(ctx context.Context, id string, st Status) error {
 		if _, ok := drained[sc]; ok {
 			continue
 		}
-		d := Drained{Sidecar: sc, Holder: lr.Holder, Epoch: n, How: DrainExpired, At: now}
+		d := fencing.Drained{Sidecar: sc, Holder: lr.Holder, Epoch: n, How: fencing.DrainExpired, At: now}
 		v, err := encode(d)
 		if err != nil {
 			return err
@@ -212,7 +212,7 @@ func (s *Store) fence(ctx context.Context, id string, st Status) error {
 
 // grant is T4: fenced(N) -> active(N+1, bump.To), deleting the bump in the
 // same transaction, and only while no lease of N exists (invariant 2).
-func (s *Store) grant(ctx context.Context, id string, st Status) error {
+func (s *Store) grant(ctx context.Context, id string, st fencing.Status) error {
 	b := st.Bump
 	if b.FromEpoch != st.Epoch.Epoch {
 		return fencing.Errorf(fencing.CodeInternal, "validator %s: bump %s is from epoch %d but the epoch is %d; refusing to grant (inspect with fencectl history)", id, b.ID, b.FromEpoch, st.Epoch.Epoch)
@@ -242,7 +242,7 @@ func (s *Store) grant(ctx context.Context, id string, st Status) error {
 
 // leaseHistory returns every lease granted under epoch and how those that
 // ended did, by sidecar.
-func (s *Store) leaseHistory(ctx context.Context, id string, epoch uint64) (map[string]LeaseRecord, map[string]Drained, error) {
+func (s *Store) leaseHistory(ctx context.Context, id string, epoch uint64) (map[string]fencing.LeaseRecord, map[string]fencing.Drained, error) {
 	tr, err := s.txn(ctx, "lease_history", nil, []clientv3.Op{
 		clientv3.OpGet(s.lesseePrefix(id, epoch), clientv3.WithPrefix()),
 		clientv3.OpGet(s.drainedPrefix(id, epoch), clientv3.WithPrefix()),
@@ -250,17 +250,17 @@ func (s *Store) leaseHistory(ctx context.Context, id string, epoch uint64) (map[
 	if err != nil {
 		return nil, nil, err
 	}
-	lessees := map[string]LeaseRecord{}
+	lessees := map[string]fencing.LeaseRecord{}
 	for _, kv := range tr.Responses[0].GetResponseRange().Kvs {
-		var lr LeaseRecord
+		var lr fencing.LeaseRecord
 		if err := decode(string(kv.Key), kv.Value, &lr); err != nil {
 			return nil, nil, err
 		}
 		lessees[lr.Sidecar] = lr
 	}
-	drained := map[string]Drained{}
+	drained := map[string]fencing.Drained{}
 	for _, kv := range tr.Responses[1].GetResponseRange().Kvs {
-		var d Drained
+		var d fencing.Drained
 		if err := decode(string(kv.Key), kv.Value, &d); err != nil {
 			return nil, nil, err
 		}
@@ -272,7 +272,7 @@ func (s *Store) leaseHistory(ctx context.Context, id string, epoch uint64) (map[
 	return lessees, drained, nil
 }
 
-func drainSummary(d map[string]Drained) string {
+func drainSummary(d map[string]fencing.Drained) string {
 	if len(d) == 0 {
 		return "no leases were held"
 	}
@@ -284,26 +284,10 @@ func drainSummary(d map[string]Drained) string {
 	return strings.Join(parts, "; ")
 }
 
-// TimelineEntry is one step of a bump as the operator sees it.
-type TimelineEntry struct {
-	At     time.Time `json:"at"`
-	Step   string    `json:"step"`
-	Detail string    `json:"detail,omitempty"`
-}
-
-// BumpResult is what a bump shows when it finished or the caller stopped
-// waiting.
-type BumpResult struct {
-	Bump     fencing.Bump    `json:"bump"`
-	Done     bool            `json:"done"`
-	Epoch    fencing.Epoch   `json:"epoch"`
-	Timeline []TimelineEntry `json:"timeline"`
-}
-
 // WaitBump waits until b is granted or ctx ends, then assembles its timeline
 // from the history and the drained leases.
-func (s *Store) WaitBump(ctx context.Context, id string, b fencing.Bump) (BumpResult, error) {
-	res := BumpResult{Bump: b}
+func (s *Store) WaitBump(ctx context.Context, id string, b fencing.Bump) (fencing.BumpResult, error) {
+	res := fencing.BumpResult{Bump: b}
 	var rev int64
 	for {
 		ep, r, err := s.WatchEpoch(ctx, id, rev)
@@ -326,17 +310,17 @@ func (s *Store) WaitBump(ctx context.Context, id string, b fencing.Bump) (BumpRe
 	return res, err
 }
 
-func (s *Store) timeline(ctx context.Context, id string, b fencing.Bump) ([]TimelineEntry, error) {
+func (s *Store) timeline(ctx context.Context, id string, b fencing.Bump) ([]fencing.TimelineEntry, error) {
 	evs, err := s.Events(ctx, id, 0)
 	if err != nil {
 		return nil, err
 	}
-	var tl []TimelineEntry
+	var tl []fencing.TimelineEntry
 	for _, ev := range evs {
 		if ev.BumpID != b.ID {
 			continue
 		}
-		te := TimelineEntry{At: ev.At, Step: string(ev.Kind)}
+		te := fencing.TimelineEntry{At: ev.At, Step: string(ev.Kind)}
 		switch ev.Kind {
 		case fencing.EventGrant:
 			te.Detail = "epoch " + u64(ev.To.Epoch) + " active on " + ev.To.Holder
@@ -352,7 +336,7 @@ func (s *Store) timeline(ctx context.Context, id string, b fencing.Bump) ([]Time
 		return tl, err
 	}
 	for _, d := range drained {
-		tl = append(tl, TimelineEntry{At: d.At, Step: "lease_" + d.How, Detail: d.Sidecar + " (" + d.Holder + ")"})
+		tl = append(tl, fencing.TimelineEntry{At: d.At, Step: "lease_" + d.How, Detail: d.Sidecar + " (" + d.Holder + ")"})
 	}
 	sort.SliceStable(tl, func(i, j int) bool { return tl[i].At.Before(tl[j].At) })
 	return tl, nil

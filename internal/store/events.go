@@ -54,3 +54,10 @@ func (s *Store) RecordEvent(ctx context.Context, ev fencing.Event) error {
 }
 
 func u64(n uint64) string { return strconv.FormatUint(n, 10) }
+
+// Ping is one linearizable read: it succeeds only while etcd has a leader and
+// answers.
+func (s *Store) Ping(ctx context.Context) error {
+	_, err := s.get(ctx, "ping", s.prefix+"registry/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	return err
+}

@@ -10,28 +10,10 @@ import (
 	"github.com/validator-fencing/fencing/internal/fencing"
 )
 
-// JournalRequest asks to record one signature intent under a lease.
-type JournalRequest struct {
-	Lease  fencing.Lease  `json:"lease"`
-	HRS    fencing.HRS    `json:"hrs"`
-	Digest fencing.Digest `json:"digest"`
-}
-
-// Validate reports a request that can never be journaled.
-func (r JournalRequest) Validate() error {
-	if err := r.Lease.Validate(); err != nil {
-		return err
-	}
-	if id, _ := fencing.CanonicalValidatorID(r.Lease.Validator); id != r.Lease.Validator {
-		return fencing.Errorf(fencing.CodeBadRequest, "lease names validator %q, not its canonical form %q from the acquire response", r.Lease.Validator, id)
-	}
-	return r.HRS.Validate()
-}
-
 // journalOps are the compares and writes of one journal entry (invariant 4):
 // the epoch record and lease incarnation of the token (leaseCmps), the new
 // HRS strictly above the quorum watermark, and no entry at this HRS yet.
-func (s *Store) journalOps(r JournalRequest) ([]clientv3.Cmp, []clientv3.Op, fencing.JournalEntry, error) {
+func (s *Store) journalOps(r fencing.JournalRequest) ([]clientv3.Cmp, []clientv3.Op, fencing.JournalEntry, error) {
 	id := r.Lease.Validator
 	e := fencing.JournalEntry{Validator: id, HRS: r.HRS, Digest: r.Digest, Epoch: r.Lease.Epoch, Sidecar: r.Lease.Sidecar, At: s.now().UTC()}
 	ev, err := encode(e)
@@ -59,7 +41,7 @@ func (s *Store) journalOps(r JournalRequest) ([]clientv3.Cmp, []clientv3.Op, fen
 // same digest again succeeds (idempotent) as long as the lease is still
 // valid; another digest at a journaled HRS, or an HRS not above the
 // watermark, fails with a *fencing.WatermarkError.
-func (s *Store) Journal(ctx context.Context, r JournalRequest) (fencing.JournalEntry, error) {
+func (s *Store) Journal(ctx context.Context, r fencing.JournalRequest) (fencing.JournalEntry, error) {
 	if err := r.Validate(); err != nil {
 		return fencing.JournalEntry{}, err
 	}
@@ -85,7 +67,7 @@ func (s *Store) Journal(ctx context.Context, r JournalRequest) (fencing.JournalE
 
 // whyNotJournaled classifies a failed journal transaction from the snapshot
 // its Else branch read; the idempotent case is a success.
-func (s *Store) whyNotJournaled(r JournalRequest, rs []*etcdserverpb.ResponseOp) (fencing.JournalEntry, error) {
+func (s *Store) whyNotJournaled(r fencing.JournalRequest, rs []*etcdserverpb.ResponseOp) (fencing.JournalEntry, error) {
 	l := r.Lease
 	epKVs := rs[0].GetResponseRange().Kvs
 	leaseKVs := rs[1].GetResponseRange().Kvs
@@ -160,7 +142,7 @@ type Journaler struct {
 
 type pendingJournal struct {
 	ctx   context.Context
-	req   JournalRequest
+	req   fencing.JournalRequest
 	entry fencing.JournalEntry
 	err   error
 	done  chan struct{}
@@ -177,7 +159,7 @@ func (s *Store) NewJournaler(maxBatch int) *Journaler {
 }
 
 // Journal commits r, batched with concurrent requests of other validators.
-func (j *Journaler) Journal(ctx context.Context, r JournalRequest) (fencing.JournalEntry, error) {
+func (j *Journaler) Journal(ctx context.Context, r fencing.JournalRequest) (fencing.JournalEntry, error) {
 	if err := r.Validate(); err != nil {
 		return fencing.JournalEntry{}, err
 	}

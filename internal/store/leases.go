@@ -76,7 +76,7 @@ func (s *Store) Acquire(ctx context.Context, id, holder, sidecar string, ttl int
 		return Grant{}, err
 	}
 	now := s.now().UTC()
-	rec := LeaseRecord{Sidecar: sidecar, Holder: holder, Epoch: ep.Epoch, AcquiredAt: now, TTLSeconds: ttl}
+	rec := fencing.LeaseRecord{Sidecar: sidecar, Holder: holder, Epoch: ep.Epoch, AcquiredAt: now, TTLSeconds: ttl}
 	v, err := encode(rec)
 	if err != nil {
 		return Grant{}, err
@@ -165,7 +165,7 @@ func (s *Store) Renew(ctx context.Context, l fencing.Lease) (fencing.Lease, erro
 	if err != nil {
 		return fencing.Lease{}, err
 	}
-	v, err := encode(LeaseRecord{Sidecar: l.Sidecar, Holder: l.Holder, Epoch: l.Epoch, RenewedAt: s.now().UTC(), TTLSeconds: l.TTLSeconds})
+	v, err := encode(fencing.LeaseRecord{Sidecar: l.Sidecar, Holder: l.Holder, Epoch: l.Epoch, RenewedAt: s.now().UTC(), TTLSeconds: l.TTLSeconds})
 	if err != nil {
 		return fencing.Lease{}, err
 	}
@@ -218,7 +218,7 @@ func (s *Store) Release(ctx context.Context, l fencing.Lease) error {
 		return err
 	}
 	key := s.leaseKey(l.Validator, l.Epoch, l.Sidecar)
-	v, err := encode(Drained{Sidecar: l.Sidecar, Holder: l.Holder, Epoch: l.Epoch, How: DrainReleased, At: s.now().UTC()})
+	v, err := encode(fencing.Drained{Sidecar: l.Sidecar, Holder: l.Holder, Epoch: l.Epoch, How: fencing.DrainReleased, At: s.now().UTC()})
 	if err != nil {
 		return err
 	}

@@ -11,8 +11,8 @@
 //	validators/<id>/bump                      fencing.Bump while a bump is under way
 //	validators/<id>/bump-lock/…               concurrency.Mutex of the replica driving it
 //	validators/<id>/leases/<epoch>/<sidecar>  leaseValue, attached to an etcd lease
-//	validators/<id>/lessees/<epoch>/<sidecar> LeaseRecord, every lease ever granted under <epoch>
-//	validators/<id>/drained/<epoch>/<sidecar> Drained, how each lease of <epoch> ended
+//	validators/<id>/lessees/<epoch>/<sidecar> fencing.LeaseRecord, every lease ever granted under <epoch>
+//	validators/<id>/drained/<epoch>/<sidecar> fencing.Drained, how each lease of <epoch> ended
 //	validators/<id>/watermark                 fencing.Watermark (quorum watermark)
 //	validators/<id>/watermark-hrs             fencing.HRS.SortKey of the watermark
 //	validators/<id>/journal/<h>/<r>/<step>    fencing.JournalEntry
@@ -57,6 +57,10 @@ type Options struct {
 	RequestTimeout time.Duration
 	// Registerer receives the store's metrics; nil registers nothing.
 	Registerer prometheus.Registerer
+	// OnTransition, if set, is called after each epoch transition this store
+	// committed (not those of other replicas), e.g. to record a Kubernetes
+	// Event. It must not block.
+	OnTransition func(fencing.Event)
 }
 
 // Store reads and writes fencing state in etcd.
@@ -67,6 +71,7 @@ type Store struct {
 	now     func() time.Time
 	timeout time.Duration
 	latency *prometheus.HistogramVec
+	onTrans func(fencing.Event)
 }
 
 // New returns a Store using cli. It never closes cli.
@@ -93,6 +98,7 @@ func New(cli *clientv3.Client, o Options) (*Store, error) {
 			Help:    "Latency of the coordinator's etcd round trips by operation.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}, []string{"op"}),
+		onTrans: o.OnTransition,
 	}
 	if o.Registerer != nil {
 		if err := o.Registerer.Register(s.latency); err != nil {

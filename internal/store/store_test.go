@@ -41,7 +41,7 @@ func wantCode(t *testing.T, what string, err error, code fencing.Code) {
 }
 
 func journal(s *Store, l fencing.Lease, h uint64, digest byte) (fencing.JournalEntry, error) {
-	return s.Journal(context.Background(), JournalRequest{Lease: l, HRS: fencing.HRS{Height: h, Step: fencing.StepCommit}, Digest: fencing.Digest{digest}})
+	return s.Journal(context.Background(), fencing.JournalRequest{Lease: l, HRS: fencing.HRS{Height: h, Step: fencing.StepCommit}, Digest: fencing.Digest{digest}})
 }
 
 // Behaviour 1 / invariant 1: leases only for the holder while active; after

@@ -4,49 +4,11 @@ import (
 	"context"
 	"sort"
 	"strings"
-	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/validator-fencing/fencing/internal/fencing"
 )
-
-// LeaseRecord describes one lease: live ones come from leases/, past ones
-// from lessees/ and drained/.
-type LeaseRecord struct {
-	Sidecar    string    `json:"sidecar"`
-	Holder     string    `json:"holder"`
-	Epoch      uint64    `json:"epoch"`
-	AcquiredAt time.Time `json:"acquired_at"`
-	RenewedAt  time.Time `json:"renewed_at,omitzero"`
-	TTLSeconds int64     `json:"ttl_seconds"`
-}
-
-// Drained says how a lease of a revoked epoch ended.
-type Drained struct {
-	Sidecar string    `json:"sidecar"`
-	Holder  string    `json:"holder"`
-	Epoch   uint64    `json:"epoch"`
-	How     string    `json:"how"` // "released" or "expired"
-	At      time.Time `json:"at"`
-}
-
-// How a lease ended.
-const (
-	DrainReleased = "released"
-	DrainExpired  = "expired"
-)
-
-// Status is everything the operator sees of one validator, read in one
-// consistent snapshot.
-type Status struct {
-	ID        string             `json:"validator"`
-	Epoch     fencing.Epoch      `json:"epoch"`
-	Revision  int64              `json:"revision"`
-	Leases    []LeaseRecord      `json:"leases"`
-	Watermark *fencing.Watermark `json:"watermark,omitempty"`
-	Bump      *fencing.Bump      `json:"bump,omitempty"`
-}
 
 // AddValidator is T1: register id with epoch 1 active on holder. It fails
 // with conflict if id exists.
@@ -111,21 +73,21 @@ func notFound(id string) error {
 	return fencing.Errorf(fencing.CodeNotFound, "validator %s is not registered; add it with fencectl validator add %s --holder H", id, id)
 }
 
-// Status reads one validator.
-func (s *Store) Status(ctx context.Context, id string) (Status, error) {
+// fencing.Status reads one validator.
+func (s *Store) Status(ctx context.Context, id string) (fencing.Status, error) {
 	id, err := fencing.CanonicalValidatorID(id)
 	if err != nil {
-		return Status{}, err
+		return fencing.Status{}, err
 	}
 	sts, err := s.statuses(ctx, []string{id})
 	if err != nil {
-		return Status{}, err
+		return fencing.Status{}, err
 	}
 	return sts[0], nil
 }
 
 // Statuses reads every registered validator, sorted by id.
-func (s *Store) Statuses(ctx context.Context) ([]Status, error) {
+func (s *Store) Statuses(ctx context.Context) ([]fencing.Status, error) {
 	resp, err := s.get(ctx, "list_validators", s.prefix+"registry/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
 	if err != nil {
 		return nil, err
@@ -135,7 +97,7 @@ func (s *Store) Statuses(ctx context.Context) ([]Status, error) {
 		ids = append(ids, strings.TrimPrefix(string(kv.Key), s.prefix+"registry/"))
 	}
 	sort.Strings(ids)
-	var out []Status
+	var out []fencing.Status
 	const perTxn = 25 // 4 reads each, under etcd's default of 128 ops
 	for len(ids) > 0 {
 		n := min(perTxn, len(ids))
@@ -150,7 +112,7 @@ func (s *Store) Statuses(ctx context.Context) ([]Status, error) {
 }
 
 // statuses reads ids in one transaction so each snapshot is consistent.
-func (s *Store) statuses(ctx context.Context, ids []string) ([]Status, error) {
+func (s *Store) statuses(ctx context.Context, ids []string) ([]fencing.Status, error) {
 	var ops []clientv3.Op
 	for _, id := range ids {
 		ops = append(ops,
@@ -163,14 +125,14 @@ func (s *Store) statuses(ctx context.Context, ids []string) ([]Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([]Status, 0, len(ids))
+	out := make([]fencing.Status, 0, len(ids))
 	for i, id := range ids {
 		r := resp.Responses[4*i : 4*i+4]
 		epKVs := r[0].GetResponseRange().Kvs
 		if len(epKVs) == 0 {
 			return nil, notFound(id)
 		}
-		st := Status{ID: id, Revision: epKVs[0].ModRevision, Leases: []LeaseRecord{}}
+		st := fencing.Status{ID: id, Revision: epKVs[0].ModRevision, Leases: []fencing.LeaseRecord{}}
 		if err := decode(string(epKVs[0].Key), epKVs[0].Value, &st.Epoch); err != nil {
 			return nil, err
 		}
@@ -187,7 +149,7 @@ func (s *Store) statuses(ctx context.Context, ids []string) ([]Status, error) {
 			}
 		}
 		for _, kv := range r[3].GetResponseRange().Kvs {
-			var lr LeaseRecord
+			var lr fencing.LeaseRecord
 			if err := decode(string(kv.Key), kv.Value, &lr); err != nil {
 				return nil, err
 			}
@@ -255,6 +217,10 @@ func (s *Store) transition(ctx context.Context, name, id string, rev int64, next
 	}
 	if !resp.Succeeded {
 		return fencing.Errorf(fencing.CodeConflict, "validator %s changed while %s was being committed (another operator or replica acted first); nothing was changed, re-read fencectl status", id, name)
+	}
+	if s.onTrans != nil {
+		ev.Revision = resp.Header.Revision
+		s.onTrans(ev)
 	}
 	return nil
 }

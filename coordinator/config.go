@@ -1,0 +1,129 @@
+// Package coordinator is fence-coordinator: the only etcd client. It serves
+// the sidecar API (leases, epoch watch, journal) and the operator API
+// (validators, freeze, bump, history, journal, audits), drives epoch
+// transitions with a store.Reconciler, and exports metrics.
+//
+// # Metrics
+//
+//	fencing_epoch{validator}                 current epoch number
+//	fencing_epoch_state{validator,state}     1 for the current state, 0 for the others
+//	fencing_leases_live{validator,holder}    live leases (any epoch) by holder
+//	fencing_bump_in_progress{validator}      1 while a bump is recorded
+//	fencing_transitions_total{kind,result}   transitions and sidecar operations by result code
+//	fencing_audit_duplicates{kind}           duplicates found by the last reported audit
+//	fencing_etcd_request_duration_seconds{op} etcd latency (from internal/store)
+package coordinator
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/validator-fencing/fencing/internal/flagenv"
+)
+
+// Config is fence-coordinator's configuration.
+type Config struct {
+	Listen            string
+	EmbeddedEtcd      string
+	EtcdEndpoints     flagenv.List
+	EtcdCACert        string
+	EtcdCert          string
+	EtcdKey           string
+	EtcdPrefix        string
+	EtcdTimeout       time.Duration
+	TLSCert           string
+	TLSKey            string
+	LogJSON           bool
+	LogLevel          string
+	ReconcileInterval time.Duration
+	SessionTTL        time.Duration
+	MaxWatchWait      time.Duration
+	AuthAudience      string
+	AuthBindings      string
+	AuthBindingsFile  string
+	Kubeconfig        string
+	EventsNamespace   string
+}
+
+// DefaultListen is where the coordinator and fencectl meet by default.
+const DefaultListen = "127.0.0.1:7600"
+
+// Flags registers every setting on fs with its default.
+func (c *Config) Flags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Listen, "listen", DefaultListen, "address to serve the API on (port 0 picks one; the first log line says which)")
+	fs.StringVar(&c.EmbeddedEtcd, "embedded-etcd", "", "run a single-node etcd in this directory (development, quickstart, drills)")
+	fs.Var(&c.EtcdEndpoints, "etcd-endpoints", "etcd client URLs, comma-separated or repeated (production: 3 or 5 members in 3 failure domains)")
+	fs.StringVar(&c.EtcdCACert, "etcd-cacert", "", "CA bundle that signed the etcd server certificates")
+	fs.StringVar(&c.EtcdCert, "etcd-cert", "", "client certificate for etcd")
+	fs.StringVar(&c.EtcdKey, "etcd-key", "", "client key for etcd")
+	fs.StringVar(&c.EtcdPrefix, "etcd-prefix", "/fencing/", "key prefix of all fencing state in etcd")
+	fs.DurationVar(&c.EtcdTimeout, "etcd-timeout", 5*time.Second, "bound on each etcd round trip; a write not committed by then fails closed")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "serve HTTPS with this certificate (needed where traffic leaves the pod)")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "key of --tls-cert")
+	fs.BoolVar(&c.LogJSON, "log-json", false, "log JSON lines instead of text")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "trace, debug, info, warn or error")
+	fs.DurationVar(&c.ReconcileInterval, "reconcile-interval", 2*time.Second, "how often to look for bumps to resume (a replica that died mid-bump)")
+	fs.DurationVar(&c.SessionTTL, "session-ttl", 10*time.Second, "TTL of this replica's etcd session that holds bump locks")
+	fs.DurationVar(&c.MaxWatchWait, "max-watch-wait", 60*time.Second, "longest epoch watch (long poll) a sidecar may ask for")
+	fs.StringVar(&c.AuthAudience, "auth-audience", "", "require sidecars to present a Kubernetes ServiceAccount token for this audience (checked with TokenReview)")
+	fs.StringVar(&c.AuthBindings, "auth-bindings", "", "ServiceAccount to holder bindings: ns/sa=holder[:validator,...];... (see docs/kubernetes.md)")
+	fs.StringVar(&c.AuthBindingsFile, "auth-bindings-file", "", "the same bindings as a YAML or JSON file")
+	fs.StringVar(&c.Kubeconfig, "kubeconfig", "", "kubeconfig for TokenReview and Events (default: in-cluster)")
+	fs.StringVar(&c.EventsNamespace, "events-namespace", "", "record Kubernetes Events of epoch transitions in this namespace (empty: do not)")
+}
+
+// Validate reports every problem at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("--listen %q must be host:port, e.g. 127.0.0.1:7600", c.Listen))
+	}
+	switch {
+	case c.EmbeddedEtcd == "" && len(c.EtcdEndpoints) == 0:
+		errs = append(errs, errors.New("give --embedded-etcd DIR (development) or --etcd-endpoints URL,... (production)"))
+	case c.EmbeddedEtcd != "" && len(c.EtcdEndpoints) > 0:
+		errs = append(errs, errors.New("--embedded-etcd and --etcd-endpoints exclude each other; pick one"))
+	}
+	for _, ep := range c.EtcdEndpoints {
+		if !strings.HasPrefix(ep, "http://") && !strings.HasPrefix(ep, "https://") {
+			errs = append(errs, fmt.Errorf("--etcd-endpoints %q must start with http:// or https://", ep))
+		}
+	}
+	if (c.EtcdCert == "") != (c.EtcdKey == "") {
+		errs = append(errs, errors.New("--etcd-cert and --etcd-key go together"))
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		errs = append(errs, errors.New("--tls-cert and --tls-key go together"))
+	}
+	if !strings.HasPrefix(c.EtcdPrefix, "/") || !strings.HasSuffix(c.EtcdPrefix, "/") {
+		errs = append(errs, fmt.Errorf("--etcd-prefix %q must start and end with '/'", c.EtcdPrefix))
+	}
+	if c.EtcdTimeout < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("--etcd-timeout (%s) must be at least 100ms", c.EtcdTimeout))
+	}
+	if c.ReconcileInterval < 10*time.Millisecond {
+		errs = append(errs, fmt.Errorf("--reconcile-interval (%s) must be at least 10ms", c.ReconcileInterval))
+	}
+	if c.SessionTTL < 2*time.Second {
+		errs = append(errs, fmt.Errorf("--session-ttl (%s) must be at least 2s", c.SessionTTL))
+	}
+	if c.MaxWatchWait < time.Second {
+		errs = append(errs, fmt.Errorf("--max-watch-wait (%s) must be at least 1s", c.MaxWatchWait))
+	}
+	switch c.LogLevel {
+	case "trace", "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("--log-level %q must be trace, debug, info, warn or error", c.LogLevel))
+	}
+	if c.AuthAudience != "" && c.AuthBindings == "" && c.AuthBindingsFile == "" {
+		errs = append(errs, errors.New("--auth-audience needs --auth-bindings or --auth-bindings-file (which ServiceAccount may act for which holder)"))
+	}
+	if c.AuthAudience == "" && (c.AuthBindings != "" || c.AuthBindingsFile != "") {
+		errs = append(errs, errors.New("--auth-bindings needs --auth-audience (the audience of the sidecars' projected tokens)"))
+	}
+	return flagenv.Problems(errs)
+}

@@ -1,0 +1,165 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/validator-fencing/fencing/internal/embedetcd"
+	"github.com/validator-fencing/fencing/internal/fencing"
+	"github.com/validator-fencing/fencing/internal/kube"
+	"github.com/validator-fencing/fencing/internal/store"
+)
+
+// Run serves until ctx ends. It listens first and logs the address it got
+// as its first line, then connects to etcd (starting the embedded one if
+// configured).
+func Run(ctx context.Context, cfg Config, lg hclog.Logger) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	defer ln.Close()
+	scheme := "http"
+	if cfg.TLSCert != "" {
+		scheme = "https"
+	}
+	lg.Info("listening", "addr", ln.Addr().String(), "url", scheme+"://"+ln.Addr().String())
+
+	endpoints := []string(cfg.EtcdEndpoints)
+	if cfg.EmbeddedEtcd != "" {
+		m, err := embedetcd.StartSingle(cfg.EmbeddedEtcd)
+		if err != nil {
+			return err
+		}
+		defer m.Close() // after the client below is closed (defer order)
+		endpoints = []string{m.ClientURL}
+		lg.Warn("using embedded single-node etcd: for development and drills only, one failure domain", "dir", cfg.EmbeddedEtcd, "endpoint", m.ClientURL)
+	}
+	cli, err := etcdClient(cfg, endpoints)
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	opts := store.Options{Prefix: cfg.EtcdPrefix, Logger: lg.Named("store"), RequestTimeout: cfg.EtcdTimeout, Registerer: reg}
+	srv := &Server{lg: lg, maxWait: cfg.MaxWatchWait, gatherer: reg}
+
+	if cfg.AuthAudience != "" || cfg.EventsNamespace != "" {
+		kc, err := kubeClient(cfg.Kubeconfig)
+		if err != nil {
+			return err
+		}
+		if cfg.AuthAudience != "" {
+			bindings, err := loadBindings(cfg)
+			if err != nil {
+				return err
+			}
+			srv.auth = kube.NewTokenReviewAuthenticator(kc, cfg.AuthAudience, bindings, kube.WithLogger(lg.Named("auth")))
+			lg.Info("sidecar authentication on", "audience", cfg.AuthAudience, "bindings", kube.FormatBindings(bindings))
+		}
+		if cfg.EventsNamespace != "" {
+			rec := kube.NewEventRecorder(kc, cfg.EventsNamespace, kube.WithLogger(lg.Named("events")))
+			defer rec.Close(context.Background())
+			opts.OnTransition = func(ev fencing.Event) { rec.Record(context.Background(), ev) }
+		}
+	}
+
+	st, err := store.New(cli, opts)
+	if err != nil {
+		return err
+	}
+	srv.st = st
+	if srv.metrics, err = newMetrics(reg, st, lg); err != nil {
+		return err
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	srv.journaler = st.NewJournaler(24)
+	srv.reconciler = st.NewReconciler(cfg.ReconcileInterval, int(cfg.SessionTTL/time.Second))
+	done := make(chan struct{}, 2)
+	go func() { srv.journaler.Run(runCtx); done <- struct{}{} }()
+	go func() { srv.reconciler.Run(runCtx); done <- struct{}{} }()
+
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: lg.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})}
+	errc := make(chan error, 1)
+	go func() {
+		if cfg.TLSCert != "" {
+			hs.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+			errc <- hs.ServeTLS(ln, cfg.TLSCert, cfg.TLSKey)
+		} else {
+			errc <- hs.Serve(ln)
+		}
+	}()
+	lg.Info("coordinator ready", "etcd", endpoints, "prefix", cfg.EtcdPrefix)
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve: %w", err)
+		}
+	}
+	lg.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = hs.Shutdown(sctx)
+	stop()
+	<-done
+	<-done
+	return nil
+}
+
+func etcdClient(cfg Config, endpoints []string) (*clientv3.Client, error) {
+	var tlsCfg *tls.Config
+	if cfg.EtcdCACert != "" || cfg.EtcdCert != "" {
+		info := transport.TLSInfo{TrustedCAFile: cfg.EtcdCACert, CertFile: cfg.EtcdCert, KeyFile: cfg.EtcdKey}
+		var err error
+		if tlsCfg, err = info.ClientConfig(); err != nil {
+			return nil, fmt.Errorf("etcd TLS: %w", err)
+		}
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints: endpoints, DialTimeout: 5 * time.Second, TLS: tlsCfg, Logger: zap.NewNop(),
+		DialKeepAliveTime: 5 * time.Second, DialKeepAliveTimeout: 5 * time.Second,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("etcd client for %v: %w", endpoints, err)
+	}
+	return cli, nil
+}
+
+func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
+	if kubeconfig != "" {
+		return kube.ClientForContext(kubeconfig, "")
+	}
+	rc, err := rest.InClusterConfig()
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes: not in a cluster (%v); give --kubeconfig", err)
+	}
+	return kubernetes.NewForConfig(rc)
+}
+
+func loadBindings(cfg Config) ([]kube.Binding, error) {
+	if cfg.AuthBindingsFile != "" {
+		return kube.ParseBindingsFile(cfg.AuthBindingsFile)
+	}
+	return kube.ParseBindings(cfg.AuthBindings)
+}

@@ -1,0 +1,377 @@
+package coordinator
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/validator-fencing/fencing/internal/api"
+	"github.com/validator-fencing/fencing/internal/fencing"
+	"github.com/validator-fencing/fencing/internal/store"
+)
+
+// Authenticator checks a sidecar's bearer token (internal/kube's
+// TokenReviewAuthenticator in Kubernetes).
+type Authenticator interface {
+	Authenticate(ctx context.Context, bearerToken string) (fencing.Identity, error)
+}
+
+// Server serves the coordinator API over one Store.
+type Server struct {
+	st         *store.Store
+	journaler  *store.Journaler
+	reconciler *store.Reconciler
+	auth       Authenticator
+	lg         hclog.Logger
+	maxWait    time.Duration
+	metrics    *metrics
+	gatherer   prometheus.Gatherer
+}
+
+// Handler returns the HTTP API.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	// operator API
+	mux.HandleFunc("GET /v1/validators", s.listValidators)
+	mux.HandleFunc("POST /v1/validators", s.addValidator)
+	mux.HandleFunc("GET /v1/validators/{id}", s.getValidator)
+	mux.HandleFunc("POST /v1/validators/{id}/freeze", s.freeze)
+	mux.HandleFunc("POST /v1/validators/{id}/bump", s.bump)
+	mux.HandleFunc("GET /v1/events", s.events)
+	mux.HandleFunc("GET /v1/journal", s.journalList)
+	mux.HandleFunc("POST /v1/audits", s.audit)
+	// sidecar API
+	mux.HandleFunc("POST /v1/leases", s.acquire)
+	mux.HandleFunc("POST /v1/leases/renew", s.renew)
+	mux.HandleFunc("POST /v1/leases/release", s.release)
+	mux.HandleFunc("GET /v1/validators/{id}/epoch", s.watchEpoch)
+	mux.HandleFunc("POST /v1/journal", s.journal)
+	// health
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", s.ready)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		api.WriteError(w, fencing.Errorf(fencing.CodeNotFound, "no endpoint %s %s; see docs/api.md", r.Method, r.URL.Path))
+	})
+	return s.recoverer(mux)
+}
+
+// recoverer turns a handler panic into a 500 with a code word; the panic is a
+// bug, logged with its request.
+func (s *Server) recoverer(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				s.lg.Error("handler panic", "method", r.Method, "path", r.URL.Path, "panic", fmt.Sprint(v))
+				api.WriteError(w, fencing.Errorf(fencing.CodeInternal, "internal error; see the coordinator log"))
+			}
+		}()
+		h.ServeHTTP(w, r)
+	})
+}
+
+// fail writes err and logs it when it is not the caller's fault.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, op string, err error) {
+	code := fencing.CodeOf(err)
+	s.metrics.result(op, code)
+	switch code {
+	case fencing.CodeInternal, fencing.CodeNoQuorum, fencing.CodeUnavailable:
+		s.lg.Error("request failed", "op", op, "path", r.URL.Path, "code", code, "error", err)
+	default:
+		s.lg.Debug("request refused", "op", op, "path", r.URL.Path, "code", code, "error", err)
+	}
+	api.WriteError(w, err)
+}
+
+func (s *Server) ok(w http.ResponseWriter, op string, status int, v any) {
+	s.metrics.result(op, "ok")
+	if v == nil {
+		w.WriteHeader(status)
+		return
+	}
+	api.WriteJSON(w, status, v)
+}
+
+func (s *Server) listValidators(w http.ResponseWriter, r *http.Request) {
+	sts, err := s.st.Statuses(r.Context())
+	if err != nil {
+		s.fail(w, r, "status", err)
+		return
+	}
+	if sts == nil {
+		sts = []fencing.Status{}
+	}
+	api.WriteJSON(w, http.StatusOK, api.StatusResponse{Validators: sts})
+}
+
+func (s *Server) getValidator(w http.ResponseWriter, r *http.Request) {
+	st, err := s.st.Status(r.Context(), r.PathValue("id"))
+	if err != nil {
+		s.fail(w, r, "status", err)
+		return
+	}
+	api.WriteJSON(w, http.StatusOK, st)
+}
+
+func (s *Server) addValidator(w http.ResponseWriter, r *http.Request) {
+	var req api.AddValidatorRequest
+	if err := api.DecodeJSON(w, r, &req); err != nil {
+		s.fail(w, r, "add_validator", err)
+		return
+	}
+	ep, err := s.st.AddValidator(r.Context(), req.Validator, req.Holder, fencing.Change{By: req.Operator, Reason: req.Reason})
+	if err != nil {
+		s.fail(w, r, "add_validator", err)
+		return
+	}
+	s.ok(w, "add_validator", http.StatusCreated, api.EpochResponse{Epoch: ep})
+}
+
+func (s *Server) freeze(w http.ResponseWriter, r *http.Request) {
+	var req api.FreezeRequest
+	if err := api.DecodeJSON(w, r, &req); err != nil {
+		s.fail(w, r, "freeze", err)
+		return
+	}
+	id := r.PathValue("id")
+	ep, err := s.st.Freeze(r.Context(), id, req.ExpectedEpoch, fencing.Change{By: req.Operator, Reason: req.Reason})
+	if err != nil {
+		s.fail(w, r, "freeze", err)
+		return
+	}
+	s.reconciler.Kick(id)
+	s.ok(w, "freeze", http.StatusOK, api.EpochResponse{Epoch: ep})
+}
+
+// bump records the bump, has the reconciler drive it, and waits up to
+// req.Wait for the grant: 200 with the timeline when granted, 202 with the
+// progress so far when still draining (the bump goes on regardless).
+func (s *Server) bump(w http.ResponseWriter, r *http.Request) {
+	var req api.BumpRequest
+	if err := api.DecodeJSON(w, r, &req); err != nil {
+		s.fail(w, r, "bump", err)
+		return
+	}
+	if req.Wait.Duration > 10*time.Minute {
+		s.fail(w, r, "bump", fencing.Errorf(fencing.CodeBadRequest, "wait %s is longer than 10m; the bump continues in the background, poll fencectl status", req.Wait.Duration))
+		return
+	}
+	id := r.PathValue("id")
+	b, err := s.st.StartBump(r.Context(), id, req.ExpectedEpoch, req.To, fencing.Change{By: req.Operator, Reason: req.Reason})
+	if err != nil {
+		s.fail(w, r, "bump", err)
+		return
+	}
+	cid, _ := fencing.CanonicalValidatorID(id)
+	s.reconciler.Kick(cid)
+	ctx, cancel := context.WithTimeout(r.Context(), req.Wait.Duration)
+	defer cancel()
+	res, err := s.st.WaitBump(ctx, cid, b)
+	if err != nil {
+		s.fail(w, r, "bump", err)
+		return
+	}
+	if !res.Done {
+		s.metrics.result("bump", fencing.CodeInProgress)
+		api.WriteJSON(w, http.StatusAccepted, res)
+		return
+	}
+	s.ok(w, "bump", http.StatusOK, res)
+}
+
+func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	limit := 0
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			s.fail(w, r, "events", fencing.Errorf(fencing.CodeBadRequest, "limit %q must be a non-negative integer", v))
+			return
+		}
+		limit = n
+	}
+	evs, err := s.st.Events(r.Context(), r.URL.Query().Get("validator"), limit)
+	if err != nil {
+		s.fail(w, r, "events", err)
+		return
+	}
+	api.WriteJSON(w, http.StatusOK, api.EventsResponse{Events: evs})
+}
+
+func (s *Server) journalList(w http.ResponseWriter, r *http.Request) {
+	entries, err := s.st.JournalEntries(r.Context(), r.URL.Query().Get("validator"))
+	if err != nil {
+		s.fail(w, r, "journal_list", err)
+		return
+	}
+	if entries == nil {
+		entries = []fencing.JournalEntry{}
+	}
+	api.WriteJSON(w, http.StatusOK, api.JournalListResponse{Entries: entries})
+}
+
+func (s *Server) audit(w http.ResponseWriter, r *http.Request) {
+	var req api.AuditReport
+	if err := api.DecodeJSON(w, r, &req); err != nil {
+		s.fail(w, r, "audit", err)
+		return
+	}
+	if req.Kind != "journal" && req.Kind != "chain" {
+		s.fail(w, r, "audit", fencing.Errorf(fencing.CodeBadRequest, "audit kind %q must be journal or chain", req.Kind))
+		return
+	}
+	if req.Duplicates < 0 || len(req.Detail) > 16<<10 {
+		s.fail(w, r, "audit", fencing.Errorf(fencing.CodeBadRequest, "duplicates must be >= 0 and detail at most 16 KiB"))
+		return
+	}
+	if err := s.st.RecordEvent(r.Context(), fencing.Event{
+		Kind: fencing.EventAudit, By: req.Operator, Reason: req.Kind + " audit",
+		Detail: fmt.Sprintf("%d duplicates, incomplete=%t; %s", req.Duplicates, req.Incomplete, req.Detail),
+	}); err != nil {
+		s.fail(w, r, "audit", err)
+		return
+	}
+	s.metrics.auditDuplicates.WithLabelValues(req.Kind).Set(float64(req.Duplicates))
+	s.ok(w, "audit", http.StatusNoContent, nil)
+}
+
+// authorize checks the caller of a sidecar endpoint against holder and
+// validator when authentication is on.
+func (s *Server) authorize(r *http.Request, holder, validator string) error {
+	if s.auth == nil {
+		return nil
+	}
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok || strings.TrimSpace(tok) == "" {
+		return fencing.Errorf(fencing.CodeUnauthorized, "missing bearer token: the sidecar must send its projected ServiceAccount token (--token-file)")
+	}
+	id, err := s.auth.Authenticate(r.Context(), strings.TrimSpace(tok))
+	if err != nil {
+		return err
+	}
+	return id.Permits(holder, validator)
+}
+
+func (s *Server) acquire(w http.ResponseWriter, r *http.Request) {
+	var req api.AcquireRequest
+	if err := api.DecodeJSON(w, r, &req); err != nil {
+		s.fail(w, r, "acquire", err)
+		return
+	}
+	if err := s.authorize(r, req.Holder, req.Validator); err != nil {
+		s.fail(w, r, "acquire", err)
+		return
+	}
+	g, err := s.st.Acquire(r.Context(), req.Validator, req.Holder, req.Sidecar, req.TTLSeconds)
+	if err != nil {
+		s.fail(w, r, "acquire", err)
+		return
+	}
+	s.ok(w, "acquire", http.StatusOK, api.GrantResponse{Lease: g.Lease, Watermark: g.Watermark})
+}
+
+func (s *Server) leaseRequest(w http.ResponseWriter, r *http.Request, op string) (fencing.Lease, bool) {
+	var req api.LeaseRequest
+	if err := api.DecodeJSON(w, r, &req); err != nil {
+		s.fail(w, r, op, err)
+		return fencing.Lease{}, false
+	}
+	if err := s.authorize(r, req.Lease.Holder, req.Lease.Validator); err != nil {
+		s.fail(w, r, op, err)
+		return fencing.Lease{}, false
+	}
+	return req.Lease, true
+}
+
+func (s *Server) renew(w http.ResponseWriter, r *http.Request) {
+	l, ok := s.leaseRequest(w, r, "renew")
+	if !ok {
+		return
+	}
+	l, err := s.st.Renew(r.Context(), l)
+	if err != nil {
+		s.fail(w, r, "renew", err)
+		return
+	}
+	s.ok(w, "renew", http.StatusOK, api.LeaseRequest{Lease: l})
+}
+
+func (s *Server) release(w http.ResponseWriter, r *http.Request) {
+	l, ok := s.leaseRequest(w, r, "release")
+	if !ok {
+		return
+	}
+	if err := s.st.Release(r.Context(), l); err != nil {
+		s.fail(w, r, "release", err)
+		return
+	}
+	s.ok(w, "release", http.StatusNoContent, nil)
+}
+
+// watchEpoch is the sidecar's long poll: ?after=REV&wait=30s.
+func (s *Server) watchEpoch(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	var after int64
+	if v := q.Get("after"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			s.fail(w, r, "watch", fencing.Errorf(fencing.CodeBadRequest, "after %q must be a non-negative revision", v))
+			return
+		}
+		after = n
+	}
+	wait := 30 * time.Second
+	if v := q.Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 || d > s.maxWait {
+			s.fail(w, r, "watch", fencing.Errorf(fencing.CodeBadRequest, "wait %q must be a duration between 0s and %s", v, s.maxWait))
+			return
+		}
+		wait = d
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), wait)
+	defer cancel()
+	ep, rev, err := s.st.WatchEpoch(ctx, r.PathValue("id"), after)
+	if err != nil {
+		s.fail(w, r, "watch", err)
+		return
+	}
+	api.WriteJSON(w, http.StatusOK, api.EpochResponse{Epoch: ep, Revision: rev})
+}
+
+func (s *Server) journal(w http.ResponseWriter, r *http.Request) {
+	var req fencing.JournalRequest
+	if err := api.DecodeJSON(w, r, &req); err != nil {
+		s.fail(w, r, "journal", err)
+		return
+	}
+	if err := s.authorize(r, req.Lease.Holder, req.Lease.Validator); err != nil {
+		s.fail(w, r, "journal", err)
+		return
+	}
+	e, err := s.journaler.Journal(r.Context(), req)
+	if err != nil {
+		s.fail(w, r, "journal", err)
+		return
+	}
+	s.ok(w, "journal", http.StatusOK, api.JournalResponse{Entry: e})
+}
+
+func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.st.Ping(ctx); err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	_, _ = w.Write([]byte("ok\n"))
+}

@@ -1,0 +1,190 @@
+// Package api is the coordinator's HTTP API: the wire types, the strict
+// request decoding and error encoding shared by every server here, and the
+// client used by the sidecar and fencectl. docs/api.md lists every endpoint.
+//
+// Every error response is {"code": <code word>, "message": <sentence>} with
+// the HTTP status of fencing.Code.HTTPStatus; callers branch on the code.
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/validator-fencing/fencing/internal/fencing"
+)
+
+// MaxBodyBytes bounds every request body.
+const MaxBodyBytes = 64 << 10
+
+// ErrorResponse is the body of every non-2xx response.
+type ErrorResponse struct {
+	Code    fencing.Code `json:"code"`
+	Message string       `json:"message"`
+}
+
+// AddValidatorRequest registers a validator (POST /v1/validators).
+type AddValidatorRequest struct {
+	Validator string `json:"validator"`
+	Holder    string `json:"holder"`
+	Operator  string `json:"operator"`
+	Reason    string `json:"reason"`
+}
+
+// FreezeRequest revokes the active epoch (POST /v1/validators/{id}/freeze).
+type FreezeRequest struct {
+	ExpectedEpoch uint64 `json:"expected_epoch,omitempty"`
+	Operator      string `json:"operator"`
+	Reason        string `json:"reason"`
+}
+
+// BumpRequest moves a validator to a new holder (POST /v1/validators/{id}/bump).
+type BumpRequest struct {
+	ExpectedEpoch uint64   `json:"expected_epoch,omitempty"`
+	To            string   `json:"to"`
+	Operator      string   `json:"operator"`
+	Reason        string   `json:"reason"`
+	Wait          Duration `json:"wait,omitzero"`
+}
+
+// EpochResponse carries an epoch record and its etcd revision.
+type EpochResponse struct {
+	Epoch    fencing.Epoch `json:"epoch"`
+	Revision int64         `json:"revision,omitempty"`
+}
+
+// StatusResponse lists validators (GET /v1/validators).
+type StatusResponse struct {
+	Validators []fencing.Status `json:"validators"`
+}
+
+// EventsResponse is the history (GET /v1/events).
+type EventsResponse struct {
+	Events []fencing.Event `json:"events"`
+}
+
+// JournalListResponse is the quorum journal (GET /v1/journal).
+type JournalListResponse struct {
+	Entries []fencing.JournalEntry `json:"entries"`
+}
+
+// AcquireRequest asks for a lease (POST /v1/leases).
+type AcquireRequest struct {
+	Validator  string `json:"validator"`
+	Holder     string `json:"holder"`
+	Sidecar    string `json:"sidecar"`
+	TTLSeconds int64  `json:"ttl_seconds"`
+}
+
+// GrantResponse is a granted lease and the quorum watermark to start above.
+type GrantResponse struct {
+	Lease     fencing.Lease      `json:"lease"`
+	Watermark *fencing.Watermark `json:"watermark,omitempty"`
+}
+
+// LeaseRequest names a lease to renew or release.
+type LeaseRequest struct {
+	Lease fencing.Lease `json:"lease"`
+}
+
+// JournalResponse is a committed journal entry.
+type JournalResponse struct {
+	Entry fencing.JournalEntry `json:"entry"`
+}
+
+// AuditReport is what fencectl audit posts after a run (POST /v1/audits); it
+// sets fencing_audit_duplicates and is kept in the history as evidence.
+type AuditReport struct {
+	Kind       string `json:"kind"` // "journal" or "chain"
+	Duplicates int    `json:"duplicates"`
+	Incomplete bool   `json:"incomplete"`
+	Operator   string `json:"operator"`
+	Detail     string `json:"detail"`
+}
+
+// Duration is a time.Duration written as "30s" in JSON.
+type Duration struct{ time.Duration }
+
+// MarshalText writes "30s".
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// UnmarshalText reads a Go duration such as "30s" or "2m".
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil || v < 0 {
+		return fmt.Errorf("duration %q: want a non-negative Go duration such as 30s or 2m", string(b))
+	}
+	d.Duration = v
+	return nil
+}
+
+// IsZero lets omitzero drop an unset duration.
+func (d Duration) IsZero() bool { return d.Duration == 0 }
+
+// DecodeJSON reads exactly one JSON object of at most MaxBodyBytes into v,
+// rejecting unknown fields and trailing data, and returns a bad_request
+// error that says what to fix.
+func DecodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return bodyError(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return fencing.Errorf(fencing.CodeBadRequest, "request body must hold exactly one JSON object; found more after it")
+	}
+	return nil
+}
+
+func bodyError(err error) error {
+	var mbe *http.MaxBytesError
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	var fe *fencing.Error
+	switch {
+	case errors.As(err, &mbe):
+		return fencing.Errorf(fencing.CodeBadRequest, "request body is larger than %d bytes", MaxBodyBytes)
+	case errors.Is(err, io.EOF):
+		return fencing.Errorf(fencing.CodeBadRequest, "request body is empty; send a JSON object")
+	case errors.As(err, &se), errors.Is(err, io.ErrUnexpectedEOF):
+		return fencing.Errorf(fencing.CodeBadRequest, "request body is not valid JSON: %v", err)
+	case errors.As(err, &te):
+		return fencing.Errorf(fencing.CodeBadRequest, "request body field %q must be a %s, not %s", te.Field, te.Type, te.Value)
+	case errors.As(err, &fe):
+		return fe
+	default:
+		// Unknown fields and text-unmarshal errors (digests, durations) land
+		// here with a message naming the field.
+		return fencing.Errorf(fencing.CodeBadRequest, "request body: %v", strings.TrimPrefix(err.Error(), "json: "))
+	}
+}
+
+// WriteJSON writes v with status.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(v); err != nil {
+		WriteError(w, fencing.Errorf(fencing.CodeInternal, "encode response: %v", err))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(buf.Bytes())
+}
+
+// WriteError writes err as an ErrorResponse with its code's status. Errors
+// without a code are internal: their text is sent (it never holds secrets),
+// and the caller logs them.
+func WriteError(w http.ResponseWriter, err error) {
+	code := fencing.CodeOf(err)
+	msg := err.Error()
+	var fe *fencing.Error
+	if errors.As(err, &fe) {
+		msg = fe.Message
+	}
+	WriteJSON(w, code.HTTPStatus(), ErrorResponse{Code: code, Message: msg})
+}

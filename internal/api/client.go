@@ -1,0 +1,276 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/validator-fencing/fencing/internal/fencing"
+)
+
+// ClientOptions configure a Client.
+type ClientOptions struct {
+	// TokenFile, when set, is read before every request and sent as a bearer
+	// token (a projected ServiceAccount token rotates in place).
+	TokenFile string
+	// CAFile verifies https coordinators; empty uses the system roots.
+	CAFile string
+	// Timeout bounds each request that has no deadline of its own; default 10s.
+	Timeout time.Duration
+}
+
+// Client talks to one or more coordinator replicas and uses whichever
+// answers: on a connection failure or an unavailable/no_quorum answer it
+// tries the next URL (another replica may be on the side of a partition
+// that still has quorum).
+type Client struct {
+	urls  []string
+	hc    *http.Client
+	opts  ClientOptions
+	first atomic.Int32 // index of the URL that answered last
+}
+
+// NewClient returns a client for urls (http:// or https://).
+func NewClient(urls []string, o ClientOptions) (*Client, error) {
+	if len(urls) == 0 {
+		return nil, errors.New("no coordinator URL given")
+	}
+	var clean []string
+	for _, u := range urls {
+		u = strings.TrimRight(strings.TrimSpace(u), "/")
+		p, err := url.Parse(u)
+		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			return nil, fmt.Errorf("coordinator URL %q must look like http://host:port or https://host:port", u)
+		}
+		clean = append(clean, u)
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 10 * time.Second
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 256
+	if o.CAFile != "" {
+		pem, err := os.ReadFile(o.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("coordinator CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("coordinator CA file %s holds no PEM certificate", o.CAFile)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return &Client{urls: clean, hc: &http.Client{Transport: tr}, opts: o}, nil
+}
+
+// do sends method path with body in and decodes a 2xx answer into out. A
+// non-2xx answer becomes a *fencing.Error with the server's code word.
+func (c *Client) do(ctx context.Context, method, path string, in, out any) (int, error) {
+	var body []byte
+	if in != nil {
+		var err error
+		if body, err = json.Marshal(in); err != nil {
+			return 0, fencing.Errorf(fencing.CodeBadRequest, "encode request: %v", err)
+		}
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.opts.Timeout)
+		defer cancel()
+	}
+	first := int(c.first.Load())
+	var lastErr error
+	for i := range c.urls {
+		idx := (first + i) % len(c.urls)
+		status, err := c.once(ctx, c.urls[idx], method, path, body, out)
+		if err == nil || !retryElsewhere(err) || ctx.Err() != nil {
+			if err == nil || !retryElsewhere(err) {
+				c.first.Store(int32(idx))
+			}
+			return status, err
+		}
+		lastErr = err
+	}
+	return 0, lastErr
+}
+
+func retryElsewhere(err error) bool {
+	switch fencing.CodeOf(err) {
+	case fencing.CodeUnavailable, fencing.CodeNoQuorum:
+		return true
+	}
+	return false
+}
+
+func (c *Client) once(ctx context.Context, base, method, path string, body []byte, out any) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, method, base+path, bytes.NewReader(body))
+	if err != nil {
+		return 0, fencing.Errorf(fencing.CodeBadRequest, "build request: %v", err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.opts.TokenFile != "" {
+		tok, err := os.ReadFile(c.opts.TokenFile)
+		if err != nil {
+			return 0, fencing.Errorf(fencing.CodeUnauthorized, "read token file: %v", err)
+		}
+		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return 0, fencing.Errorf(fencing.CodeUnavailable, "coordinator %s unreachable: %v", base, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return resp.StatusCode, fencing.Errorf(fencing.CodeUnavailable, "coordinator %s: reading the answer: %v", base, err)
+	}
+	if resp.StatusCode >= 300 {
+		var er ErrorResponse
+		if json.Unmarshal(data, &er) != nil || !er.Code.Known() {
+			return resp.StatusCode, fencing.Errorf(fencing.CodeUnavailable, "coordinator %s answered %s without a code word: %.200s", base, resp.Status, data)
+		}
+		if resp.StatusCode == http.StatusAccepted && out != nil {
+			// 202 carries a body too (a bump still in progress).
+			_ = json.Unmarshal(data, out)
+		}
+		return resp.StatusCode, &fencing.Error{Code: er.Code, Message: er.Message}
+	}
+	if out != nil && len(data) > 0 {
+		if err := json.Unmarshal(data, out); err != nil {
+			return resp.StatusCode, fencing.Errorf(fencing.CodeUnavailable, "coordinator %s answered %s with an unreadable body: %v", base, resp.Status, err)
+		}
+	}
+	return resp.StatusCode, nil
+}
+
+// AddValidator registers a validator with epoch 1 active on holder.
+func (c *Client) AddValidator(ctx context.Context, r AddValidatorRequest) (fencing.Epoch, error) {
+	var out EpochResponse
+	_, err := c.do(ctx, http.MethodPost, "/v1/validators", r, &out)
+	return out.Epoch, err
+}
+
+// Statuses lists every validator.
+func (c *Client) Statuses(ctx context.Context) ([]fencing.Status, error) {
+	var out StatusResponse
+	_, err := c.do(ctx, http.MethodGet, "/v1/validators", nil, &out)
+	return out.Validators, err
+}
+
+// Status reads one validator.
+func (c *Client) Status(ctx context.Context, id string) (fencing.Status, error) {
+	var out fencing.Status
+	_, err := c.do(ctx, http.MethodGet, "/v1/validators/"+url.PathEscape(id), nil, &out)
+	return out, err
+}
+
+// Freeze revokes id's active epoch.
+func (c *Client) Freeze(ctx context.Context, id string, r FreezeRequest) (fencing.Epoch, error) {
+	var out EpochResponse
+	_, err := c.do(ctx, http.MethodPost, "/v1/validators/"+url.PathEscape(id)+"/freeze", r, &out)
+	return out.Epoch, err
+}
+
+// Bump moves id to r.To and waits up to r.Wait for the grant. A bump still
+// draining when the wait ends returns its progress with an in_progress error.
+func (c *Client) Bump(ctx context.Context, id string, r BumpRequest) (fencing.BumpResult, error) {
+	var out fencing.BumpResult
+	ctx, cancel := context.WithTimeout(ctx, r.Wait.Duration+c.opts.Timeout)
+	defer cancel()
+	_, err := c.do(ctx, http.MethodPost, "/v1/validators/"+url.PathEscape(id)+"/bump", r, &out)
+	return out, err
+}
+
+// Events reads the history of id (all validators when empty).
+func (c *Client) Events(ctx context.Context, id string, limit int) ([]fencing.Event, error) {
+	q := url.Values{}
+	if id != "" {
+		q.Set("validator", id)
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	var out EventsResponse
+	_, err := c.do(ctx, http.MethodGet, "/v1/events?"+q.Encode(), nil, &out)
+	return out.Events, err
+}
+
+// JournalEntries reads the quorum journal of id (all when empty).
+func (c *Client) JournalEntries(ctx context.Context, id string) ([]fencing.JournalEntry, error) {
+	q := url.Values{}
+	if id != "" {
+		q.Set("validator", id)
+	}
+	var out JournalListResponse
+	_, err := c.do(ctx, http.MethodGet, "/v1/journal?"+q.Encode(), nil, &out)
+	return out.Entries, err
+}
+
+// Journal is the audit's view of the quorum journal: every entry and the
+// history.
+func (c *Client) Journal(ctx context.Context) ([]fencing.JournalEntry, []fencing.Event, error) {
+	entries, err := c.JournalEntries(ctx, "")
+	if err != nil {
+		return nil, nil, err
+	}
+	evs, err := c.Events(ctx, "", 0)
+	return entries, evs, err
+}
+
+// ReportAudit records an audit result.
+func (c *Client) ReportAudit(ctx context.Context, r AuditReport) error {
+	_, err := c.do(ctx, http.MethodPost, "/v1/audits", r, nil)
+	return err
+}
+
+// Acquire asks for a lease.
+func (c *Client) Acquire(ctx context.Context, r AcquireRequest) (GrantResponse, error) {
+	var out GrantResponse
+	_, err := c.do(ctx, http.MethodPost, "/v1/leases", r, &out)
+	return out, err
+}
+
+// Renew extends a lease.
+func (c *Client) Renew(ctx context.Context, l fencing.Lease) (fencing.Lease, error) {
+	var out LeaseRequest
+	_, err := c.do(ctx, http.MethodPost, "/v1/leases/renew", LeaseRequest{Lease: l}, &out)
+	return out.Lease, err
+}
+
+// Release ends a lease at once.
+func (c *Client) Release(ctx context.Context, l fencing.Lease) error {
+	_, err := c.do(ctx, http.MethodPost, "/v1/leases/release", LeaseRequest{Lease: l}, nil)
+	return err
+}
+
+// WatchEpoch returns id's epoch as soon as its revision is above after, or
+// after wait with the current one.
+func (c *Client) WatchEpoch(ctx context.Context, id string, after int64, wait time.Duration) (fencing.Epoch, int64, error) {
+	q := url.Values{"after": {strconv.FormatInt(after, 10)}, "wait": {wait.String()}}
+	ctx, cancel := context.WithTimeout(ctx, wait+c.opts.Timeout)
+	defer cancel()
+	var out EpochResponse
+	_, err := c.do(ctx, http.MethodGet, "/v1/validators/"+url.PathEscape(id)+"/epoch?"+q.Encode(), nil, &out)
+	return out.Epoch, out.Revision, err
+}
+
+// JournalSignature commits one signature intent.
+func (c *Client) JournalSignature(ctx context.Context, r fencing.JournalRequest) (fencing.JournalEntry, error) {
+	var out JournalResponse
+	_, err := c.do(ctx, http.MethodPost, "/v1/journal", r, &out)
+	return out.Entry, err
+}

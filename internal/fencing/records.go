@@ -1,0 +1,77 @@
+package fencing
+
+import "time"
+
+// Records that travel over the API: pure data, read from and written to the
+// store by internal/store, encoded as JSON by internal/api.
+
+// LeaseRecord describes one lease: live ones come from leases/, past ones
+// from lessees/ and drained/.
+type LeaseRecord struct {
+	Sidecar    string    `json:"sidecar"`
+	Holder     string    `json:"holder"`
+	Epoch      uint64    `json:"epoch"`
+	AcquiredAt time.Time `json:"acquired_at"`
+	RenewedAt  time.Time `json:"renewed_at,omitzero"`
+	TTLSeconds int64     `json:"ttl_seconds"`
+}
+
+// Drained says how a lease of a revoked epoch ended.
+type Drained struct {
+	Sidecar string    `json:"sidecar"`
+	Holder  string    `json:"holder"`
+	Epoch   uint64    `json:"epoch"`
+	How     string    `json:"how"` // "released" or "expired"
+	At      time.Time `json:"at"`
+}
+
+// How a lease ended.
+const (
+	DrainReleased = "released"
+	DrainExpired  = "expired"
+)
+
+// Status is everything the operator sees of one validator, read in one
+// consistent snapshot.
+type Status struct {
+	ID        string        `json:"validator"`
+	Epoch     Epoch         `json:"epoch"`
+	Revision  int64         `json:"revision"`
+	Leases    []LeaseRecord `json:"leases"`
+	Watermark *Watermark    `json:"watermark,omitempty"`
+	Bump      *Bump         `json:"bump,omitempty"`
+}
+
+// JournalRequest asks to record one signature intent under a lease.
+type JournalRequest struct {
+	Lease  Lease  `json:"lease"`
+	HRS    HRS    `json:"hrs"`
+	Digest Digest `json:"digest"`
+}
+
+// Validate reports a request that can never be journaled.
+func (r JournalRequest) Validate() error {
+	if err := r.Lease.Validate(); err != nil {
+		return err
+	}
+	if id, _ := CanonicalValidatorID(r.Lease.Validator); id != r.Lease.Validator {
+		return Errorf(CodeBadRequest, "lease names validator %q, not its canonical form %q from the acquire response", r.Lease.Validator, id)
+	}
+	return r.HRS.Validate()
+}
+
+// TimelineEntry is one step of a bump as the operator sees it.
+type TimelineEntry struct {
+	At     time.Time `json:"at"`
+	Step   string    `json:"step"`
+	Detail string    `json:"detail,omitempty"`
+}
+
+// BumpResult is what a bump shows when it finished or the caller stopped
+// waiting.
+type BumpResult struct {
+	Bump     Bump            `json:"bump"`
+	Done     bool            `json:"done"`
+	Epoch    Epoch           `json:"epoch"`
+	Timeline []TimelineEntry `json:"timeline"`
+}

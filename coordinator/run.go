@@ -61,7 +61,7 @@ func Run(ctx context.Context, cfg Config, lg hclog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	opts := store.Options{Prefix: cfg.EtcdPrefix, Logger: lg.Named("store"), RequestTimeout: cfg.EtcdTimeout, Registerer: reg}
-	srv := &Server{lg: lg, maxWait: cfg.MaxWatchWait, gatherer: reg}
+	sopts := ServerOptions{Logger: lg, MaxWatchWait: cfg.MaxWatchWait, ReconcileInterval: cfg.ReconcileInterval, SessionTTL: cfg.SessionTTL, Registry: reg}
 
 	if cfg.AuthAudience != "" || cfg.EventsNamespace != "" {
 		kc, err := kubeClient(cfg.Kubeconfig)
@@ -73,7 +73,7 @@ func Run(ctx context.Context, cfg Config, lg hclog.Logger) error {
 			if err != nil {
 				return err
 			}
-			srv.auth = kube.NewTokenReviewAuthenticator(kc, cfg.AuthAudience, bindings, kube.WithLogger(lg.Named("auth")))
+			sopts.Auth = kube.NewTokenReviewAuthenticator(kc, cfg.AuthAudience, bindings, kube.WithLogger(lg.Named("auth")))
 			lg.Info("sidecar authentication on", "audience", cfg.AuthAudience, "bindings", kube.FormatBindings(bindings))
 		}
 		if cfg.EventsNamespace != "" {
@@ -87,17 +87,13 @@ func Run(ctx context.Context, cfg Config, lg hclog.Logger) error {
 	if err != nil {
 		return err
 	}
-	srv.st = st
-	if srv.metrics, err = newMetrics(reg, st, lg); err != nil {
+	srv, err := NewServer(st, sopts)
+	if err != nil {
 		return err
 	}
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()
-	srv.journaler = st.NewJournaler(24)
-	srv.reconciler = st.NewReconciler(cfg.ReconcileInterval, int(cfg.SessionTTL/time.Second))
-	done := make(chan struct{}, 2)
-	go func() { srv.journaler.Run(runCtx); done <- struct{}{} }()
-	go func() { srv.reconciler.Run(runCtx); done <- struct{}{} }()
+	done := srv.Start(runCtx)
 
 	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: lg.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})}
 	errc := make(chan error, 1)
@@ -122,7 +118,6 @@ func Run(ctx context.Context, cfg Config, lg hclog.Logger) error {
 	defer cancel()
 	_ = hs.Shutdown(sctx)
 	stop()
-	<-done
 	<-done
 	return nil
 }

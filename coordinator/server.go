@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -21,6 +22,57 @@ import (
 // TokenReviewAuthenticator in Kubernetes).
 type Authenticator interface {
 	Authenticate(ctx context.Context, bearerToken string) (fencing.Identity, error)
+}
+
+// ServerOptions configure a Server; zero values take defaults.
+type ServerOptions struct {
+	Logger            hclog.Logger
+	Auth              Authenticator // nil: sidecars are not authenticated
+	MaxWatchWait      time.Duration // default 60s
+	ReconcileInterval time.Duration // default 2s
+	SessionTTL        time.Duration // default 10s
+	Registry          *prometheus.Registry
+}
+
+// NewServer returns a server over st; Run its background work with Start.
+func NewServer(st *store.Store, o ServerOptions) (*Server, error) {
+	if o.Logger == nil {
+		o.Logger = hclog.NewNullLogger()
+	}
+	if o.MaxWatchWait <= 0 {
+		o.MaxWatchWait = 60 * time.Second
+	}
+	if o.ReconcileInterval <= 0 {
+		o.ReconcileInterval = 2 * time.Second
+	}
+	if o.SessionTTL < 2*time.Second {
+		o.SessionTTL = 10 * time.Second
+	}
+	if o.Registry == nil {
+		o.Registry = prometheus.NewRegistry()
+	}
+	m, err := newMetrics(o.Registry, st, o.Logger)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{
+		st: st, journaler: st.NewJournaler(24), reconciler: st.NewReconciler(o.ReconcileInterval, int(o.SessionTTL/time.Second)),
+		auth: o.Auth, lg: o.Logger, maxWait: o.MaxWatchWait, metrics: m, gatherer: o.Registry,
+	}, nil
+}
+
+// Start runs the journal's group commit and the reconciler until ctx ends;
+// the returned channel closes when both stopped.
+func (s *Server) Start(ctx context.Context) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var wg sync.WaitGroup
+		wg.Go(func() { s.journaler.Run(ctx) })
+		wg.Go(func() { s.reconciler.Run(ctx) })
+		wg.Wait()
+	}()
+	return done
 }
 
 // Server serves the coordinator API over one Store.

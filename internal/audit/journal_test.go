@@ -1,0 +1,287 @@
+package audit
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/validator-fencing/fencing/internal/fencing"
+)
+
+const valA = "0x7E5F4552091A69125d5DfCb7b8C2659029395Bdf" // EIP-55 form
+
+func dg(b byte) fencing.Digest { return fencing.Digest{b} }
+
+var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+func entry(validator string, h, r uint64, step fencing.Step, d byte, epoch uint64, sidecar string, at time.Time) fencing.JournalEntry {
+	return fencing.JournalEntry{Validator: validator, HRS: fencing.HRS{Height: h, Round: r, Step: step}, Digest: dg(d), Epoch: epoch, Sidecar: sidecar, At: at}
+}
+
+func revokeEvent(validator string, epoch uint64, at time.Time, rev int64) fencing.Event {
+	return fencing.Event{Kind: fencing.EventFreeze, Validator: validator, At: at, Revision: rev,
+		From: &fencing.Epoch{Epoch: epoch, State: fencing.StateActive, Holder: "region-a"},
+		To:   &fencing.Epoch{Epoch: epoch, State: fencing.StateRevoking, Holder: "region-a"}}
+}
+
+func TestAuditJournal(t *testing.T) {
+	type late struct {
+		epoch  uint64
+		height uint64
+	}
+	tests := []struct {
+		name      string
+		events    []fencing.Event
+		sets      []JournalSet
+		wantDups  []fencing.HRS
+		wantLate  []late
+		wantExit  int
+		wantWarns int
+	}{
+		{
+			name: "clean: idempotent re-sign of one HRS with one digest",
+			sets: []JournalSet{{Source: "quorum journal", Entries: []fencing.JournalEntry{
+				entry(valA, 10, 0, fencing.StepCommit, 1, 1, "validator-0", t0),
+				entry(valA, 10, 0, fencing.StepCommit, 1, 1, "validator-0", t0.Add(time.Second)),
+				entry(valA, 10, 1, fencing.StepCommit, 2, 1, "validator-0", t0.Add(2*time.Second)),
+			}}},
+			wantExit: ExitClean,
+		},
+		{
+			name: "same HRS, two digests, across regions and sources",
+			sets: []JournalSet{
+				{Source: "quorum journal", Entries: []fencing.JournalEntry{entry(valA, 10, 0, fencing.StepCommit, 1, 1, "validator-0", t0)}},
+				{Source: "local journal", Entries: []fencing.JournalEntry{entry(strings.ToLower(valA), 10, 0, fencing.StepCommit, 2, 2, "validator-0.b", t0)},
+					Lines: []string{"/state/journal/a.jsonl:3"}},
+			},
+			wantDups: []fencing.HRS{{Height: 10, Round: 0, Step: fencing.StepCommit}},
+			wantExit: ExitDuplicates,
+		},
+		{
+			name:   "entry under epoch 1 written after epoch 1's revoke",
+			events: []fencing.Event{revokeEvent(valA, 1, t0.Add(time.Minute), 42), {Kind: fencing.EventGrant, Validator: valA, At: t0.Add(2 * time.Minute)}},
+			sets: []JournalSet{{Source: "quorum journal", Entries: []fencing.JournalEntry{
+				entry(valA, 10, 0, fencing.StepCommit, 1, 1, "validator-0", t0),                      // before: fine
+				entry(valA, 11, 0, fencing.StepCommit, 2, 1, "validator-0", t0.Add(61*time.Second)),  // after: late
+				entry(valA, 12, 0, fencing.StepCommit, 3, 2, "validator-0.b", t0.Add(3*time.Minute)), // new epoch: fine
+			}}},
+			wantLate: []late{{epoch: 1, height: 11}},
+			wantExit: ExitDuplicates,
+		},
+		{
+			name: "earliest revoke by revision wins when a bump was resumed",
+			events: []fencing.Event{
+				revokeEvent(valA, 1, t0.Add(2*time.Minute), 50),
+				revokeEvent(valA, 1, t0.Add(time.Minute), 40),
+			},
+			sets: []JournalSet{{Source: "quorum journal", Entries: []fencing.JournalEntry{
+				entry(valA, 11, 0, fencing.StepCommit, 2, 1, "validator-0", t0.Add(90*time.Second)),
+			}}},
+			wantLate: []late{{epoch: 1, height: 11}},
+			wantExit: ExitDuplicates,
+		},
+		{
+			name:      "revoke without epoch is a warning",
+			events:    []fencing.Event{{Kind: fencing.EventFreeze, Validator: valA, At: t0, Revision: 7}},
+			sets:      []JournalSet{{Source: "quorum journal", Entries: []fencing.JournalEntry{entry(valA, 1, 0, fencing.StepBlock, 1, 1, "v", t0.Add(time.Hour))}}},
+			wantExit:  ExitClean,
+			wantWarns: 1,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := AuditJournal(tc.events, tc.sets...)
+			var gotDups []fencing.HRS
+			for _, d := range r.Duplicates {
+				if d.Validator != valA {
+					t.Errorf("validator %q, want canonical %q", d.Validator, valA)
+				}
+				gotDups = append(gotDups, fencing.HRS{Height: d.Height, Round: d.Round, Step: d.Step})
+			}
+			if !slices.Equal(gotDups, tc.wantDups) {
+				t.Errorf("duplicates = %v, want %v", gotDups, tc.wantDups)
+			}
+			var gotLate []late
+			for _, l := range r.AfterRevoke {
+				gotLate = append(gotLate, late{l.Epoch, l.HRS.Height})
+				if !l.EntryAt.After(l.RevokeAt) || l.After == "" || l.RevokeRevision == 0 {
+					t.Errorf("late entry %+v lacks both times or the revision", l)
+				}
+			}
+			if !slices.Equal(gotLate, tc.wantLate) {
+				t.Errorf("after revoke = %v, want %v", gotLate, tc.wantLate)
+			}
+			if r.ExitCode() != tc.wantExit {
+				t.Errorf("ExitCode() = %d, want %d", r.ExitCode(), tc.wantExit)
+			}
+			if len(r.Warnings) != tc.wantWarns {
+				t.Errorf("warnings = %v, want %d", r.Warnings, tc.wantWarns)
+			}
+		})
+	}
+}
+
+// The late-write check uses the earliest revoke by revision: check the
+// reported revision explicitly.
+func TestAuditJournalRevokeRevision(t *testing.T) {
+	r := AuditJournal([]fencing.Event{revokeEvent(valA, 1, t0.Add(2*time.Minute), 50), revokeEvent(valA, 1, t0.Add(time.Minute), 40)},
+		JournalSet{Source: "q", Entries: []fencing.JournalEntry{entry(valA, 11, 0, fencing.StepCommit, 2, 1, "v", t0.Add(90*time.Second))}})
+	if len(r.AfterRevoke) != 1 || r.AfterRevoke[0].RevokeRevision != 40 || r.AfterRevoke[0].After != "30s" {
+		t.Fatalf("after revoke = %+v, want revision 40, 30s after", r.AfterRevoke)
+	}
+}
+
+func writeJournal(t *testing.T, dir, name, content string) string {
+	t.Helper()
+	jdir := filepath.Join(dir, "journal")
+	if err := os.MkdirAll(jdir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(jdir, name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func jsonLine(t *testing.T, e fencing.JournalEntry) string {
+	t.Helper()
+	b, err := json.Marshal(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b) + "\n"
+}
+
+func TestReadLocalJournal(t *testing.T) {
+	e1 := entry(valA, 1, 0, fencing.StepBlock, 1, 1, "validator-0", t0)
+	e2 := entry(valA, 2, 0, fencing.StepBlock, 2, 1, "validator-0", t0.Add(time.Second))
+	full := jsonLine(t, e1) + jsonLine(t, e2)
+	tests := []struct {
+		name        string
+		content     string
+		wantEntries int
+		wantWarn    string
+		wantErrLine int // 0: no error
+	}{
+		{name: "complete", content: full, wantEntries: 2},
+		{name: "complete without final newline", content: strings.TrimSuffix(full, "\n"), wantEntries: 2},
+		{name: "blank lines are skipped", content: "\n" + jsonLine(t, e1) + "\n\n" + jsonLine(t, e2), wantEntries: 2},
+		{name: "truncated last line is a warning", content: full + jsonLine(t, e2)[:40], wantEntries: 2, wantWarn: ":3: last line is truncated"},
+		{name: "corrupt middle line is an error", content: jsonLine(t, e1) + "{not json}\n" + jsonLine(t, e2), wantEntries: 2, wantErrLine: 2},
+		{name: "complete last line that is corrupt is an error", content: full + "{\"validator\":\n", wantEntries: 2, wantErrLine: 3},
+		{name: "entry with a bad step", content: `{"validator":"v","hrs":{"height":1,"round":0,"step":"vote"},"digest":"0x` + strings.Repeat("00", 32) + `","epoch":1,"at":"2026-03-01T12:00:00Z"}` + "\n", wantErrLine: 1},
+		{name: "entry without validator", content: `{"hrs":{"height":1,"round":0,"step":"block"},"digest":"0x` + strings.Repeat("00", 32) + `","epoch":1,"at":"2026-03-01T12:00:00Z"}` + "\n", wantErrLine: 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := writeJournal(t, dir, "000001.jsonl", tc.content)
+			lj, err := LoadLocalJournal(dir)
+			if len(lj.Entries) != tc.wantEntries {
+				t.Errorf("entries = %d, want %d", len(lj.Entries), tc.wantEntries)
+			}
+			if tc.wantErrLine == 0 && err != nil {
+				t.Fatalf("LoadLocalJournal = %v", err)
+			}
+			if tc.wantErrLine > 0 {
+				var ce *CorruptLineError
+				if !errors.As(err, &ce) || ce.File != path || ce.Line != tc.wantErrLine {
+					t.Fatalf("LoadLocalJournal error = %v, want %s:%d", err, path, tc.wantErrLine)
+				}
+			}
+			joined := strings.Join(lj.Warnings, "\n")
+			if tc.wantWarn != "" && !strings.Contains(joined, tc.wantWarn) {
+				t.Errorf("warnings %q, want %q", joined, tc.wantWarn)
+			}
+			if tc.wantWarn == "" && len(lj.Warnings) > 0 {
+				t.Errorf("unexpected warnings %v", lj.Warnings)
+			}
+			for i, l := range lj.Lines {
+				if !strings.HasPrefix(l, path+":") {
+					t.Errorf("line %d source %q, want %s:N", i, l, path)
+				}
+			}
+			entries, err2 := ReadLocalJournal(dir)
+			if len(entries) != len(lj.Entries) || (err == nil) != (err2 == nil) {
+				t.Errorf("ReadLocalJournal = %d, %v; want %d, %v", len(entries), err2, len(lj.Entries), err)
+			}
+		})
+	}
+}
+
+func TestReadLocalJournalFilesAndDirs(t *testing.T) {
+	dir := t.TempDir()
+	e := func(h uint64, d byte) string {
+		return jsonLine(t, entry(valA, h, 0, fencing.StepBlock, d, 1, "validator-0", t0))
+	}
+	writeJournal(t, dir, "b.jsonl", e(2, 2))
+	writeJournal(t, dir, "a.jsonl", e(1, 1)+e(3, 3))
+	writeJournal(t, dir, "ignored.txt", "not a journal")
+	entries, err := ReadLocalJournal(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var heights []uint64
+	for _, x := range entries {
+		heights = append(heights, x.HRS.Height)
+	}
+	if !slices.Equal(heights, []uint64{1, 3, 2}) {
+		t.Errorf("heights = %v, want files in name order [1 3 2]", heights)
+	}
+	// The journal directory itself is accepted too.
+	if entries, err := ReadLocalJournal(filepath.Join(dir, "journal")); err != nil || len(entries) != 3 {
+		t.Errorf("ReadLocalJournal(journal dir) = %d, %v", len(entries), err)
+	}
+	if _, err := ReadLocalJournal(filepath.Join(dir, "missing")); err == nil {
+		t.Error("missing dir: no error")
+	}
+}
+
+type fakeJournal struct {
+	entries []fencing.JournalEntry
+	events  []fencing.Event
+	err     error
+}
+
+func (f *fakeJournal) Journal(context.Context) ([]fencing.JournalEntry, []fencing.Event, error) {
+	return f.entries, f.events, f.err
+}
+
+var _ JournalSource = (*fakeJournal)(nil)
+
+func TestRunJournalAudit(t *testing.T) {
+	dir := t.TempDir()
+	path := writeJournal(t, dir, "s.jsonl",
+		jsonLine(t, entry(valA, 5, 0, fencing.StepCommit, 9, 2, "validator-0.b", t0))+
+			"garbage\n"+
+			jsonLine(t, entry(valA, 6, 0, fencing.StepCommit, 9, 2, "validator-0.b", t0))[:30])
+	src := &fakeJournal{entries: []fencing.JournalEntry{entry(valA, 5, 0, fencing.StepCommit, 1, 1, "validator-0", t0)}}
+	r := RunJournalAudit(context.Background(), src, dir)
+	if len(r.Duplicates) != 1 || r.ExitCode() != ExitDuplicates {
+		t.Fatalf("report = %+v, want one duplicate", r)
+	}
+	srcs := append(slices.Clone(r.Duplicates[0].Variants[0].Sources), r.Duplicates[0].Variants[1].Sources...)
+	slices.Sort(srcs)
+	if !slices.Equal(srcs, []string{path + ":1", "quorum journal"}) {
+		t.Errorf("sources = %v", srcs)
+	}
+	if len(r.Unaudited) != 1 || r.Unaudited[0].Endpoint != path+":2" {
+		t.Errorf("unaudited = %+v, want %s:2", r.Unaudited, path)
+	}
+	if len(r.Warnings) != 1 || !strings.Contains(r.Warnings[0], "truncated") {
+		t.Errorf("warnings = %v", r.Warnings)
+	}
+
+	// A coordinator that cannot be read makes the run incomplete.
+	r = RunJournalAudit(context.Background(), &fakeJournal{err: errors.New("coordinator unreachable")}, "")
+	if r.ExitCode() != ExitIncomplete || len(r.Unaudited) != 1 {
+		t.Errorf("report = %+v, want incomplete", r)
+	}
+}

@@ -390,9 +390,7 @@ func (s *Server) watchEpoch(w http.ResponseWriter, r *http.Request) {
 		}
 		wait = d
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), wait)
-	defer cancel()
-	ep, rev, err := s.st.WatchEpoch(ctx, r.PathValue("id"), after)
+	ep, rev, err := s.st.WatchEpoch(r.Context(), r.PathValue("id"), after, wait)
 	if err != nil {
 		s.fail(w, r, "watch", err)
 		return

@@ -289,8 +289,8 @@ func drainSummary(d map[string]fencing.Drained) string {
 func (s *Store) WaitBump(ctx context.Context, id string, b fencing.Bump) (fencing.BumpResult, error) {
 	res := fencing.BumpResult{Bump: b}
 	var rev int64
-	for {
-		ep, r, err := s.WatchEpoch(ctx, id, rev)
+	for ctx.Err() == nil {
+		ep, r, err := s.WatchEpoch(ctx, id, rev, time.Minute)
 		if err != nil {
 			if ctx.Err() != nil {
 				break
@@ -298,9 +298,19 @@ func (s *Store) WaitBump(ctx context.Context, id string, b fencing.Bump) (fencin
 			return res, err
 		}
 		res.Epoch, rev = ep, r
-		if ep.Epoch > b.FromEpoch || ctx.Err() != nil {
+		if ep.Epoch > b.FromEpoch {
 			break
 		}
+	}
+	if res.Epoch.Epoch == 0 {
+		// Stopped waiting before the first read: report the current state.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
+		ep, _, err := s.readEpoch(rctx, id)
+		cancel()
+		if err != nil {
+			return res, err
+		}
+		res.Epoch = ep
 	}
 	res.Done = res.Epoch.Epoch > b.FromEpoch
 	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)

@@ -129,7 +129,7 @@ func TestJournalWatermark(t *testing.T) {
 func releaseOnRevoke(ctx context.Context, s *Store, l fencing.Lease) error {
 	var rev int64
 	for {
-		ep, r, err := s.WatchEpoch(ctx, l.Validator, rev)
+		ep, r, err := s.WatchEpoch(ctx, l.Validator, rev, 5*time.Second)
 		if err != nil {
 			return err
 		}
@@ -300,7 +300,7 @@ func waitEpoch(t *testing.T, s *Store, id string, epoch uint64) fencing.Epoch {
 	defer cancel()
 	var rev int64
 	for {
-		ep, r, err := s.WatchEpoch(ctx, id, rev)
+		ep, r, err := s.WatchEpoch(ctx, id, rev, time.Second)
 		if err != nil {
 			t.Fatalf("waiting for epoch %d: %v", epoch, err)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"sort"
 	"strings"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -226,9 +227,9 @@ func (s *Store) transition(ctx context.Context, name, id string, rev int64, next
 }
 
 // WatchEpoch returns the epoch record of id as soon as its revision is above
-// after, or when ctx ends (then with the current record and no error). It is
-// the long poll sidecars use to learn of revoking without polling etcd.
-func (s *Store) WatchEpoch(ctx context.Context, id string, after int64) (fencing.Epoch, int64, error) {
+// after, or after wait (then with the current record and no error). It is the
+// long poll sidecars use to learn of revoking without polling etcd.
+func (s *Store) WatchEpoch(ctx context.Context, id string, after int64, wait time.Duration) (fencing.Epoch, int64, error) {
 	id, err := fencing.CanonicalValidatorID(id)
 	if err != nil {
 		return fencing.Epoch{}, 0, err
@@ -241,12 +242,12 @@ func (s *Store) WatchEpoch(ctx context.Context, id string, after int64) (fencing
 		return fencing.Epoch{}, 0, notFound(id)
 	}
 	kv := resp.Kvs[0]
-	if kv.ModRevision <= after {
-		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	if kv.ModRevision <= after && wait > 0 {
+		wctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), wait)
 		defer cancel()
 		for wr := range s.cli.Watch(wctx, s.epochKey(id), clientv3.WithRev(resp.Header.Revision+1)) {
 			if err := wr.Err(); err != nil {
-				if ctx.Err() != nil {
+				if wctx.Err() != nil {
 					break
 				}
 				return fencing.Epoch{}, 0, fencing.Errorf(fencing.CodeNoQuorum, "etcd: watch on %s failed: %v", id, err)
@@ -256,7 +257,10 @@ func (s *Store) WatchEpoch(ctx context.Context, id string, after int64) (fencing
 				break
 			}
 		}
-		if ctx.Err() == nil && kv.ModRevision <= after {
+		if ctx.Err() != nil {
+			return fencing.Epoch{}, 0, ctx.Err()
+		}
+		if wctx.Err() == nil && kv.ModRevision <= after {
 			return fencing.Epoch{}, 0, fencing.Errorf(fencing.CodeNoQuorum, "etcd: watch on %s ended (no leader?)", id)
 		}
 	}

@@ -1,0 +1,135 @@
+// Package sidecar is fence-sidecar: it holds a validator's key beside the
+// validator and signs on localhost only while it holds a lease under the
+// validator's fencing epoch, failing closed on any doubt. See Signer.SignHRS
+// for the order of the checks and LeaseKeeper for the lease.
+//
+// # Metrics
+//
+//	fencing_lease_held{validator}               1 while a usable lease is held
+//	fencing_epoch{validator}                    epoch of the held lease
+//	fencing_lease_seconds_remaining{validator}  time to the local deadline
+//	fencing_signatures_total{validator,result}  signed, or the refusal code word
+//	fencing_sign_duration_seconds               request to signature
+//	fencing_journal_duration_seconds            quorum journal round trip (strict)
+package sidecar
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/validator-fencing/fencing/internal/fencing"
+	"github.com/validator-fencing/fencing/internal/flagenv"
+)
+
+// Config is fence-sidecar's configuration.
+type Config struct {
+	Coordinator   flagenv.List
+	CoordinatorCA string
+	TokenFile     string
+	Holder        string
+	Name          string
+	Keys          flagenv.List
+	PasswordFile  string
+	Validators    flagenv.List
+	Listen        string
+	MetricsListen string
+	StateDir      string
+	Mode          string
+	LeaseTTL      time.Duration
+	RenewInterval time.Duration
+	SafetyMargin  time.Duration
+	LogJSON       bool
+	LogLevel      string
+}
+
+// Flags registers every setting on fs with its default.
+func (c *Config) Flags(fs *flag.FlagSet) {
+	host, _ := os.Hostname()
+	fs.Var(&c.Coordinator, "coordinator", "coordinator URL(s), comma-separated; the sidecar uses whichever answers (required)")
+	fs.StringVar(&c.CoordinatorCA, "coordinator-ca", "", "CA bundle of an https coordinator")
+	fs.StringVar(&c.TokenFile, "token-file", "", "bearer token sent to the coordinator (a projected ServiceAccount token)")
+	fs.StringVar(&c.Holder, "holder", "", "this sidecar's failure domain, e.g. region-a (required)")
+	fs.StringVar(&c.Name, "name", strings.ToLower(host), "this sidecar's name in leases (default: the host name, i.e. the pod name)")
+	fs.Var(&c.Keys, "key", "key file: keystore V3 JSON or one hex private key, mode 0600 (required; repeat for several validators)")
+	fs.StringVar(&c.PasswordFile, "password-file", "", "password of keystore key files")
+	fs.Var(&c.Validators, "validator", "validator IDs of the keys, in --key order (default: each key's address)")
+	fs.StringVar(&c.Listen, "listen", "127.0.0.1:7700", "signing API address; keep it on localhost (port 0 picks one)")
+	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "optional second address serving only /metrics and health (for Prometheus and probes)")
+	fs.StringVar(&c.StateDir, "state-dir", "", "directory of the local signing record (required; never share it between sidecars)")
+	fs.StringVar(&c.Mode, "mode", string(ModeStrict), "strict: journal every signature in etcd first; lease: sign while the lease deadline is ahead (weaker)")
+	fs.DurationVar(&c.LeaseTTL, "lease-ttl", 15*time.Second, "lease TTL in whole seconds; a partitioned region stops signing within it")
+	fs.DurationVar(&c.RenewInterval, "renew-interval", 0, "how often to renew (default: a third of --lease-ttl)")
+	fs.DurationVar(&c.SafetyMargin, "safety-margin", 2*time.Second, "the local deadline is renewal send time + TTL - margin; covers clock rate drift")
+	fs.BoolVar(&c.LogJSON, "log-json", false, "log JSON lines")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "trace, debug, info, warn or error")
+}
+
+// Validate fills derived defaults and reports every problem at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if len(c.Coordinator) == 0 {
+		errs = append(errs, errors.New("--coordinator is required"))
+	}
+	if err := fencing.ValidateHolder(c.Holder); err != nil {
+		errs = append(errs, fmt.Errorf("--holder: %v", msg(err)))
+	}
+	if err := fencing.ValidateSidecar(c.Name); err != nil {
+		errs = append(errs, fmt.Errorf("--name: %v", msg(err)))
+	}
+	if len(c.Keys) == 0 {
+		errs = append(errs, errors.New("--key is required"))
+	}
+	if len(c.Validators) > 0 && len(c.Validators) != len(c.Keys) {
+		errs = append(errs, fmt.Errorf("--validator names %d validators for %d keys; give one per --key, in order, or none", len(c.Validators), len(c.Keys)))
+	}
+	for _, v := range c.Validators {
+		if err := fencing.ValidateValidatorID(v); err != nil {
+			errs = append(errs, fmt.Errorf("--validator: %v", msg(err)))
+		}
+	}
+	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+		errs = append(errs, fmt.Errorf("--listen %q must be host:port", c.Listen))
+	}
+	if c.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
+			errs = append(errs, fmt.Errorf("--metrics-listen %q must be host:port", c.MetricsListen))
+		}
+	}
+	if c.StateDir == "" {
+		errs = append(errs, errors.New("--state-dir is required"))
+	}
+	if c.Mode != string(ModeStrict) && c.Mode != string(ModeLease) {
+		errs = append(errs, fmt.Errorf("--mode %q must be strict or lease", c.Mode))
+	}
+	if c.LeaseTTL%time.Second != 0 || c.LeaseTTL < 2*time.Second || c.LeaseTTL > 300*time.Second {
+		errs = append(errs, fmt.Errorf("--lease-ttl (%s) must be whole seconds between 2s and 300s", c.LeaseTTL))
+	}
+	if c.RenewInterval == 0 {
+		c.RenewInterval = c.LeaseTTL / 3
+	}
+	if c.SafetyMargin < 0 {
+		errs = append(errs, fmt.Errorf("--safety-margin (%s) must not be negative", c.SafetyMargin))
+	}
+	if c.RenewInterval <= 0 || c.RenewInterval+c.SafetyMargin >= c.LeaseTTL {
+		errs = append(errs, fmt.Errorf("lease TTL (%s) must exceed renew interval (%s) plus safety margin (%s)", c.LeaseTTL, c.RenewInterval, c.SafetyMargin))
+	}
+	switch c.LogLevel {
+	case "trace", "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("--log-level %q must be trace, debug, info, warn or error", c.LogLevel))
+	}
+	return flagenv.Problems(errs)
+}
+
+func msg(err error) string {
+	var fe *fencing.Error
+	if errors.As(err, &fe) {
+		return fe.Message
+	}
+	return err.Error()
+}

@@ -1,0 +1,128 @@
+package sidecar
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/validator-fencing/fencing/internal/api"
+	"github.com/validator-fencing/fencing/internal/fencing"
+)
+
+// NewSigner loads the keys and local journals of cfg and builds a keeper for
+// each validator. It fails on any unreadable key or corrupt journal.
+func NewSigner(cfg Config, coord Coordinator, reg prometheus.Registerer, lg hclog.Logger) (*Signer, error) {
+	m, err := newSignerMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Signer{mode: Mode(cfg.Mode), coord: coord, sidecar: cfg.Name, validators: map[string]*validatorGate{}, m: m}
+	for i, path := range cfg.Keys {
+		k, err := LoadKey(path, cfg.PasswordFile)
+		if err != nil {
+			return nil, err
+		}
+		id := k.Address.Hex()
+		if len(cfg.Validators) > 0 {
+			if id, err = fencing.CanonicalValidatorID(cfg.Validators[i]); err != nil {
+				return nil, err
+			}
+		}
+		if _, dup := s.validators[strings.ToLower(id)]; dup {
+			return nil, fmt.Errorf("validator %s is configured twice", id)
+		}
+		j, err := OpenLocalJournal(cfg.StateDir, id)
+		if err != nil {
+			return nil, err
+		}
+		g := &validatorGate{id: id, key: k, journal: j, keeper: NewLeaseKeeper(coord, KeeperOptions{
+			Validator: id, Holder: cfg.Holder, Sidecar: cfg.Name, TTL: cfg.LeaseTTL, Margin: cfg.SafetyMargin,
+			RenewEvery: cfg.RenewInterval, Logger: lg.Named("lease"),
+		})}
+		s.list = append(s.list, g)
+		s.validators[strings.ToLower(id)] = g
+		s.validators[strings.ToLower(k.Address.Hex())] = g
+		lg.Info("validator configured", "validator", id, "address", k.Address.Hex(), "local_watermark", wmText(j.Watermark()))
+	}
+	if err := reg.Register(leaseCollector{signer: s}); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Run serves until ctx ends, then releases every lease. Listeners open first
+// and the first log line names the signing address.
+func Run(ctx context.Context, cfg Config, lg hclog.Logger) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	defer ln.Close()
+	lg.Info("listening", "addr", ln.Addr().String(), "url", "http://"+ln.Addr().String(), "mode", cfg.Mode, "holder", cfg.Holder, "name", cfg.Name)
+	var mln net.Listener
+	if cfg.MetricsListen != "" {
+		if mln, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
+			return fmt.Errorf("listen on %s: %w", cfg.MetricsListen, err)
+		}
+		defer mln.Close()
+		lg.Info("metrics listening", "addr", mln.Addr().String())
+	}
+	coord, err := api.NewClient(cfg.Coordinator, api.ClientOptions{TokenFile: cfg.TokenFile, CAFile: cfg.CoordinatorCA})
+	if err != nil {
+		return err
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	signer, err := NewSigner(cfg, coord, reg, lg)
+	if err != nil {
+		return err
+	}
+	srv := &Server{signer: signer, lg: lg, gatherer: reg}
+
+	kctx, stopKeepers := context.WithCancel(context.WithoutCancel(ctx))
+	var keepers sync.WaitGroup
+	for _, v := range signer.Validators() {
+		keepers.Go(func() { v.Keeper.Run(kctx) })
+	}
+	servers := []*http.Server{{Handler: srv.SigningHandler(), ReadHeaderTimeout: 10 * time.Second}}
+	lns := []net.Listener{ln}
+	if mln != nil {
+		servers = append(servers, &http.Server{Handler: srv.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second})
+		lns = append(lns, mln)
+	}
+	errc := make(chan error, len(servers))
+	for i, hs := range servers {
+		go func() { errc <- hs.Serve(lns[i]) }()
+	}
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	lg.Info("shutting down: releasing leases")
+	for _, hs := range servers {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = hs.Shutdown(sctx)
+		cancel()
+	}
+	stopKeepers()
+	keepers.Wait()
+	for _, g := range signer.list {
+		_ = g.journal.Close()
+	}
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	return nil
+}

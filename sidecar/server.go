@@ -1,0 +1,152 @@
+package sidecar
+
+import (
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/validator-fencing/fencing/internal/api"
+	"github.com/validator-fencing/fencing/internal/fencing"
+)
+
+// Server is the sidecar's HTTP surface: the signing APIs (for the validator,
+// on localhost) and health and metrics.
+type Server struct {
+	signer   *Signer
+	lg       hclog.Logger
+	gatherer prometheus.Gatherer
+}
+
+// SignRequest is the native API's request (POST /v1/sign).
+type SignRequest struct {
+	Validator string         `json:"validator"`
+	Height    uint64         `json:"height"`
+	Round     uint64         `json:"round"`
+	Step      fencing.Step   `json:"step"`
+	Digest    fencing.Digest `json:"digest"`
+}
+
+// SignResponse is a signature (65 bytes R‖S‖V hex, V 0 or 1) and its epoch.
+type SignResponse struct {
+	Signature string `json:"signature"`
+	Epoch     uint64 `json:"epoch"`
+}
+
+// SigningHandler serves the signing APIs and health endpoints.
+func (s *Server) SigningHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/sign", s.sign)
+	s.healthRoutes(mux)
+	mux.Handle("GET /metrics", s.metricsHandler())
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		api.WriteError(w, fencing.Errorf(fencing.CodeNotFound, "no endpoint %s %s on the sidecar", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+// MetricsHandler serves only health and metrics, for a listener that may be
+// reachable from outside the pod (Prometheus, kubelet probes).
+func (s *Server) MetricsHandler() http.Handler {
+	mux := http.NewServeMux()
+	s.healthRoutes(mux)
+	mux.Handle("GET /metrics", s.metricsHandler())
+	return mux
+}
+
+func (s *Server) metricsHandler() http.Handler {
+	return promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{})
+}
+
+func (s *Server) healthRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /upcheck", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("OK")) })
+	mux.HandleFunc("GET /readyz", s.readyz)
+	mux.HandleFunc("GET /healthcheck", s.healthcheck)
+}
+
+// holding reports per validator whether it holds a usable lease.
+func (s *Server) holding() (all bool, checks []map[string]string) {
+	all = true
+	for _, v := range s.signer.Validators() {
+		held, epoch, rem := v.Keeper.Status()
+		st := "UP"
+		if !held {
+			st, all = "DOWN", false
+		}
+		checks = append(checks, map[string]string{"id": v.ID, "status": st, "epoch": fmt.Sprint(epoch), "lease_remaining": rem.Round(time.Millisecond).String()})
+	}
+	return all, checks
+}
+
+// readyz: ready only while every validator holds a lease.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	if ok, checks := s.holding(); !ok {
+		api.WriteJSON(w, http.StatusServiceUnavailable, map[string]any{"code": fencing.CodeFenced, "message": "not every validator holds a lease", "checks": checks})
+		return
+	}
+	_, _ = w.Write([]byte("ok\n"))
+}
+
+// healthcheck is Web3Signer's: 200 {"status":"UP"} or 503 while fenced.
+func (s *Server) healthcheck(w http.ResponseWriter, r *http.Request) {
+	ok, checks := s.holding()
+	status, code := "UP", http.StatusOK
+	if !ok {
+		status, code = "DOWN", http.StatusServiceUnavailable
+	}
+	api.WriteJSON(w, code, map[string]any{"status": status, "checks": checks, "outcome": status})
+}
+
+func (s *Server) sign(w http.ResponseWriter, r *http.Request) {
+	var req SignRequest
+	if err := api.DecodeJSON(w, r, &req); err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	res, err := s.signer.SignHRS(r.Context(), req.Validator, fencing.HRS{Height: req.Height, Round: req.Round, Step: req.Step}, req.Digest)
+	if err != nil {
+		s.refuse(w, r, err)
+		return
+	}
+	api.WriteJSON(w, http.StatusOK, SignResponse{Signature: "0x" + hex.EncodeToString(res.Signature), Epoch: res.Epoch})
+}
+
+// refuse answers a refused signature with its code word (412 for fencing
+// refusals, 400 for bad input).
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, err error) {
+	s.lg.Debug("signature refused", "path", r.URL.Path, "code", fencing.CodeOf(err), "error", err)
+	api.WriteError(w, err)
+}
+
+// leaseCollector reports each validator's lease at scrape time.
+type leaseCollector struct{ signer *Signer }
+
+var (
+	leaseHeldDesc = prometheus.NewDesc("fencing_lease_held", "1 while the sidecar holds a usable lease for the validator.", []string{"validator"}, nil)
+	leaseEpochDes = prometheus.NewDesc("fencing_epoch", "Epoch of the lease the sidecar holds (0: none).", []string{"validator"}, nil)
+	leaseRemDesc  = prometheus.NewDesc("fencing_lease_seconds_remaining", "Seconds until the local lease deadline.", []string{"validator"}, nil)
+)
+
+func (c leaseCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- leaseHeldDesc
+	ch <- leaseEpochDes
+	ch <- leaseRemDesc
+}
+
+func (c leaseCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, v := range c.signer.Validators() {
+		held, epoch, rem := v.Keeper.Status()
+		h := 0.0
+		if held {
+			h = 1
+		}
+		ch <- prometheus.MustNewConstMetric(leaseHeldDesc, prometheus.GaugeValue, h, v.ID)
+		ch <- prometheus.MustNewConstMetric(leaseEpochDes, prometheus.GaugeValue, float64(epoch), v.ID)
+		ch <- prometheus.MustNewConstMetric(leaseRemDesc, prometheus.GaugeValue, rem.Seconds(), v.ID)
+	}
+}

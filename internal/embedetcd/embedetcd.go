@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/url"
 	"os"
@@ -107,14 +108,21 @@ func (m *Member) Close() {
 	m.e.Close()
 }
 
-// FreeURL returns http://127.0.0.1:<port> for a port free right now.
+// FreeURL returns http://127.0.0.1:<port> for a port free right now. Ports
+// come from below Linux's default ephemeral range (32768-60999), so a member
+// that is stopped and restarted finds its port still free: outgoing
+// connections take their ports from that range.
 func FreeURL() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+	for range 100 {
+		port := 20000 + rand.IntN(12000)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		_ = l.Close()
+		return fmt.Sprintf("http://127.0.0.1:%d", port), nil
 	}
-	defer l.Close()
-	return "http://" + l.Addr().String(), nil
+	return "", errors.New("no free port between 20000 and 32000 on 127.0.0.1")
 }
 
 // ports is remembered in a single node's data directory so a restart reuses

@@ -103,6 +103,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/leases", s.acquire)
 	mux.HandleFunc("POST /v1/leases/renew", s.renew)
 	mux.HandleFunc("POST /v1/leases/release", s.release)
+	mux.HandleFunc("POST /v1/leases/check", s.checkLease)
 	mux.HandleFunc("GET /v1/validators/{id}/epoch", s.watchEpoch)
 	mux.HandleFunc("POST /v1/journal", s.journal)
 	// health
@@ -331,25 +332,25 @@ func (s *Server) acquire(w http.ResponseWriter, r *http.Request) {
 	s.ok(w, "acquire", http.StatusOK, api.GrantResponse{Lease: g.Lease, Watermark: g.Watermark})
 }
 
-func (s *Server) leaseRequest(w http.ResponseWriter, r *http.Request, op string) (fencing.Lease, bool) {
+func (s *Server) leaseRequest(w http.ResponseWriter, r *http.Request, op string) (api.LeaseRequest, bool) {
 	var req api.LeaseRequest
 	if err := api.DecodeJSON(w, r, &req); err != nil {
 		s.fail(w, r, op, err)
-		return fencing.Lease{}, false
+		return req, false
 	}
 	if err := s.authorize(r, req.Lease.Holder, req.Lease.Validator); err != nil {
 		s.fail(w, r, op, err)
-		return fencing.Lease{}, false
+		return req, false
 	}
-	return req.Lease, true
+	return req, true
 }
 
 func (s *Server) renew(w http.ResponseWriter, r *http.Request) {
-	l, ok := s.leaseRequest(w, r, "renew")
+	req, ok := s.leaseRequest(w, r, "renew")
 	if !ok {
 		return
 	}
-	l, err := s.st.Renew(r.Context(), l)
+	l, err := s.st.Renew(r.Context(), req.Lease, req.Watermark)
 	if err != nil {
 		s.fail(w, r, "renew", err)
 		return
@@ -358,15 +359,27 @@ func (s *Server) renew(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) release(w http.ResponseWriter, r *http.Request) {
-	l, ok := s.leaseRequest(w, r, "release")
+	req, ok := s.leaseRequest(w, r, "release")
 	if !ok {
 		return
 	}
-	if err := s.st.Release(r.Context(), l); err != nil {
+	if err := s.st.Release(r.Context(), req.Lease, req.Watermark); err != nil {
 		s.fail(w, r, "release", err)
 		return
 	}
 	s.ok(w, "release", http.StatusNoContent, nil)
+}
+
+func (s *Server) checkLease(w http.ResponseWriter, r *http.Request) {
+	req, ok := s.leaseRequest(w, r, "check")
+	if !ok {
+		return
+	}
+	if err := s.st.CheckLease(r.Context(), req.Lease); err != nil {
+		s.fail(w, r, "check", err)
+		return
+	}
+	s.ok(w, "check", http.StatusNoContent, nil)
 }
 
 // watchEpoch is the sidecar's long poll: ?after=REV&wait=30s.

@@ -185,10 +185,10 @@ func TestSidecarAPIOverHTTP(t *testing.T) {
 	if _, err := tc.api.JournalSignature(ctx, req); fencing.CodeOf(err) != fencing.CodeStaleEpoch {
 		t.Fatalf("JournalSignature after freeze = %v, want stale_epoch", err)
 	}
-	if _, err := tc.api.Renew(ctx, g.Lease); fencing.CodeOf(err) != fencing.CodeStaleEpoch {
+	if _, err := tc.api.Renew(ctx, g.Lease, nil); fencing.CodeOf(err) != fencing.CodeStaleEpoch {
 		t.Fatalf("Renew after freeze = %v, want stale_epoch", err)
 	}
-	if err := tc.api.Release(ctx, g.Lease); err != nil {
+	if err := tc.api.Release(ctx, g.Lease, nil); err != nil {
 		t.Fatalf("Release = %v", err)
 	}
 }

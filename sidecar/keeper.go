@@ -15,8 +15,8 @@ import (
 // Coordinator is the coordinator API as the sidecar uses it.
 type Coordinator interface {
 	Acquire(ctx context.Context, r api.AcquireRequest) (api.GrantResponse, error)
-	Renew(ctx context.Context, l fencing.Lease) (fencing.Lease, error)
-	Release(ctx context.Context, l fencing.Lease) error
+	Renew(ctx context.Context, l fencing.Lease, wm *fencing.Watermark) (fencing.Lease, error)
+	Release(ctx context.Context, l fencing.Lease, wm *fencing.Watermark) error
 	CheckLease(ctx context.Context, l fencing.Lease) error
 	WatchEpoch(ctx context.Context, id string, after int64, wait time.Duration) (fencing.Epoch, int64, error)
 	JournalSignature(ctx context.Context, r fencing.JournalRequest) (fencing.JournalEntry, error)
@@ -48,6 +48,7 @@ type LeaseKeeper struct {
 	renew     time.Duration
 	lg        hclog.Logger
 	now       func() time.Time
+	report    func() *fencing.Watermark
 
 	// signing is held by the gate for a whole signature; K4 takes it before
 	// releasing, so no signature of this lease completes after its release.
@@ -69,6 +70,9 @@ type KeeperOptions struct {
 	TTL, Margin, RenewEvery    time.Duration
 	Logger                     hclog.Logger
 	Now                        func() time.Time // default time.Now (monotonic)
+	// ReportWatermark, when set (lease mode), is sent with every renewal and
+	// the release so the quorum watermark follows the local one.
+	ReportWatermark func() *fencing.Watermark
 }
 
 // NewLeaseKeeper returns a keeper; Run holds the lease.
@@ -82,6 +86,7 @@ func NewLeaseKeeper(c Coordinator, o KeeperOptions) *LeaseKeeper {
 	return &LeaseKeeper{
 		coord: c, validator: o.Validator, holder: o.Holder, sidecar: o.Sidecar,
 		ttl: o.TTL, margin: o.Margin, renew: o.RenewEvery, lg: o.Logger.With("validator", o.Validator), now: o.Now,
+		report: o.ReportWatermark,
 		changed: make(chan struct{}),
 	}
 }
@@ -195,7 +200,7 @@ func (k *LeaseKeeper) hold(ctx context.Context, l fencing.Lease) int64 {
 		case <-t.C:
 		}
 		sent := k.now()
-		nl, err := k.coord.Renew(ctx, l)
+		nl, err := k.coord.Renew(ctx, l, k.reported())
 		switch {
 		case err == nil:
 			k.extend(nl, sent.Add(k.ttl-k.margin)) // K2
@@ -247,11 +252,23 @@ func (k *LeaseKeeper) releaseNow(ctx context.Context, why string) {
 	k.set(nil, nil, time.Time{})
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := k.coord.Release(rctx, *l); err != nil {
+	// Under the signing lock: the reported watermark includes every signature.
+	if err := k.coord.Release(rctx, *l, k.reported()); err != nil {
 		k.lg.Warn("release failed; the lease will expire", "epoch", l.Epoch, "error", err)
 		return
 	}
 	k.lg.Info("lease released", "epoch", l.Epoch, "why", why)
+}
+
+// reported is the watermark to send with a renewal or release (lease mode),
+// or nil. It is read under the gate's lock only in releaseNow; a renewal may
+// race a signature and report one step behind, which the next renewal or the
+// release catches up.
+func (k *LeaseKeeper) reported() *fencing.Watermark {
+	if k.report == nil {
+		return nil
+	}
+	return k.report()
 }
 
 func wmText(w *fencing.Watermark) string {

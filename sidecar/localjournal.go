@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/validator-fencing/fencing/internal/fencing"
 )
@@ -22,6 +23,7 @@ import (
 // never left (the fsync did not return), so it is cut off at open. Any other
 // unreadable line is corrupt state: Open refuses, it never resets.
 type LocalJournal struct {
+	mu     sync.Mutex // the gate serializes signatures; this guards Watermark readers
 	path   string
 	f      *os.File
 	top    *fencing.JournalEntry
@@ -122,6 +124,8 @@ func (j *LocalJournal) remember(e fencing.JournalEntry) {
 
 // Watermark is the highest HRS in the journal, or nil.
 func (j *LocalJournal) Watermark() *fencing.Watermark {
+	j.mu.Lock()
+	defer j.mu.Unlock()
 	if j.top == nil {
 		return nil
 	}
@@ -132,6 +136,8 @@ func (j *LocalJournal) Watermark() *fencing.Watermark {
 // the local watermark and floor (the quorum watermark the lease came with),
 // or an HRS already signed with this very digest (idempotent re-sign).
 func (j *LocalJournal) Check(hrs fencing.HRS, digest fencing.Digest, floor *fencing.Watermark) (again bool, err error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
 	if j.broken != nil {
 		return false, fencing.Errorf(fencing.CodeWatermark, "local signing record is unusable since a failed write (%v); restart the sidecar", j.broken)
 	}
@@ -160,6 +166,8 @@ func (j *LocalJournal) Check(hrs fencing.HRS, digest fencing.Digest, floor *fenc
 // Append records e and fsyncs it. After a failed write the journal refuses
 // every later Check (fail closed) until the sidecar restarts and rereads it.
 func (j *LocalJournal) Append(e fencing.JournalEntry) error {
+	j.mu.Lock()
+	defer j.mu.Unlock()
 	if j.broken != nil {
 		return j.broken
 	}

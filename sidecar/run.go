@@ -44,10 +44,14 @@ func NewSigner(cfg Config, coord Coordinator, reg prometheus.Registerer, lg hclo
 		if err != nil {
 			return nil, err
 		}
-		g := &validatorGate{id: id, key: k, journal: j, keeper: NewLeaseKeeper(coord, KeeperOptions{
+		ko := KeeperOptions{
 			Validator: id, Holder: cfg.Holder, Sidecar: cfg.Name, TTL: cfg.LeaseTTL, Margin: cfg.SafetyMargin,
 			RenewEvery: cfg.RenewInterval, Logger: lg.Named("lease"),
-		})}
+		}
+		if Mode(cfg.Mode) == ModeLease {
+			ko.ReportWatermark = j.Watermark
+		}
+		g := &validatorGate{id: id, key: k, journal: j, keeper: NewLeaseKeeper(coord, ko)}
 		s.list = append(s.list, g)
 		s.validators[strings.ToLower(id)] = g
 		s.validators[strings.ToLower(k.Address.Hex())] = g

@@ -87,9 +87,12 @@ type GrantResponse struct {
 	Watermark *fencing.Watermark `json:"watermark,omitempty"`
 }
 
-// LeaseRequest names a lease to renew or release.
+// LeaseRequest names a lease to renew, release or check. Watermark is a
+// lease-mode sidecar's local watermark: renew and release raise the quorum
+// watermark to it (never lower it).
 type LeaseRequest struct {
-	Lease fencing.Lease `json:"lease"`
+	Lease     fencing.Lease      `json:"lease"`
+	Watermark *fencing.Watermark `json:"watermark,omitempty"`
 }
 
 // JournalResponse is a committed journal entry.

@@ -244,16 +244,22 @@ func (c *Client) Acquire(ctx context.Context, r AcquireRequest) (GrantResponse, 
 	return out, err
 }
 
-// Renew extends a lease.
-func (c *Client) Renew(ctx context.Context, l fencing.Lease) (fencing.Lease, error) {
+// Renew extends a lease; wm (lease mode) raises the quorum watermark.
+func (c *Client) Renew(ctx context.Context, l fencing.Lease, wm *fencing.Watermark) (fencing.Lease, error) {
 	var out LeaseRequest
-	_, err := c.do(ctx, http.MethodPost, "/v1/leases/renew", LeaseRequest{Lease: l}, &out)
+	_, err := c.do(ctx, http.MethodPost, "/v1/leases/renew", LeaseRequest{Lease: l, Watermark: wm}, &out)
 	return out.Lease, err
 }
 
-// Release ends a lease at once.
-func (c *Client) Release(ctx context.Context, l fencing.Lease) error {
-	_, err := c.do(ctx, http.MethodPost, "/v1/leases/release", LeaseRequest{Lease: l}, nil)
+// Release ends a lease at once; wm (lease mode) raises the quorum watermark.
+func (c *Client) Release(ctx context.Context, l fencing.Lease, wm *fencing.Watermark) error {
+	_, err := c.do(ctx, http.MethodPost, "/v1/leases/release", LeaseRequest{Lease: l, Watermark: wm}, nil)
+	return err
+}
+
+// CheckLease succeeds only while l is valid in etcd at the time of the call.
+func (c *Client) CheckLease(ctx context.Context, l fencing.Lease) error {
+	_, err := c.do(ctx, http.MethodPost, "/v1/leases/check", LeaseRequest{Lease: l}, nil)
 	return err
 }
 

@@ -153,8 +153,16 @@ func (s *Store) revokeLease(ctx context.Context, id clientv3.LeaseID) {
 // a fresh etcd lease in a transaction that compares the epoch record's
 // revision (epoch, state and holder as when granted) and the lease key's
 // incarnation, so a renewal can never land after a freeze.
-func (s *Store) Renew(ctx context.Context, l fencing.Lease) (fencing.Lease, error) {
+//
+// wm, when not nil, is the sidecar's local watermark (lease mode, which does
+// not journal each signature): the same transaction raises the quorum
+// watermark to it if it is higher, so the next holder starts above it.
+func (s *Store) Renew(ctx context.Context, l fencing.Lease, wm *fencing.Watermark) (fencing.Lease, error) {
 	if err := l.Validate(); err != nil {
+		return fencing.Lease{}, err
+	}
+	raise, err := s.raiseWatermarkOps(l, wm)
+	if err != nil {
 		return fencing.Lease{}, err
 	}
 	if l.TTLSeconds < MinLeaseTTL || l.TTLSeconds > MaxLeaseTTL {
@@ -171,7 +179,7 @@ func (s *Store) Renew(ctx context.Context, l fencing.Lease) (fencing.Lease, erro
 	}
 	tr, err := s.txn(ctx, "renew",
 		s.leaseCmps(l),
-		[]clientv3.Op{clientv3.OpGet(key), clientv3.OpPut(key, v, clientv3.WithLease(leaseID))},
+		append([]clientv3.Op{clientv3.OpGet(key), clientv3.OpPut(key, v, clientv3.WithLease(leaseID))}, raise...),
 		[]clientv3.Op{clientv3.OpGet(s.epochKey(l.Validator))})
 	if err != nil {
 		s.revokeLease(ctx, leaseID)
@@ -213,8 +221,13 @@ func (s *Store) whyNotHeld(l fencing.Lease, epKVs []*mvccpb.KeyValue) error {
 }
 
 // Release ends l at once. Releasing a lease that is already gone succeeds.
-func (s *Store) Release(ctx context.Context, l fencing.Lease) error {
+// wm raises the quorum watermark as in Renew, in the same transaction.
+func (s *Store) Release(ctx context.Context, l fencing.Lease, wm *fencing.Watermark) error {
 	if err := l.Validate(); err != nil {
+		return err
+	}
+	raise, err := s.raiseWatermarkOps(l, wm)
+	if err != nil {
 		return err
 	}
 	key := s.leaseKey(l.Validator, l.Epoch, l.Sidecar)
@@ -224,11 +237,11 @@ func (s *Store) Release(ctx context.Context, l fencing.Lease) error {
 	}
 	tr, err := s.txn(ctx, "release",
 		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", l.LeaseRevision)},
-		[]clientv3.Op{
+		append([]clientv3.Op{
 			clientv3.OpGet(key),
 			clientv3.OpDelete(key),
 			clientv3.OpPut(s.drainedPrefix(l.Validator, l.Epoch)+l.Sidecar, v),
-		}, nil)
+		}, raise...), nil)
 	if err != nil {
 		return err
 	}
@@ -239,4 +252,46 @@ func (s *Store) Release(ctx context.Context, l fencing.Lease) error {
 		s.lg.Info("lease released", "validator", l.Validator, "epoch", l.Epoch, "sidecar", l.Sidecar)
 	}
 	return nil
+}
+
+// CheckLease succeeds only while l is valid in etcd right now (one
+// linearizable transaction): the epoch record is unchanged since the grant and
+// the lease key is the same incarnation. Strict-mode sidecars call it before
+// a signature that has no HRS to journal (a bare digest).
+func (s *Store) CheckLease(ctx context.Context, l fencing.Lease) error {
+	if err := l.Validate(); err != nil {
+		return err
+	}
+	tr, err := s.txn(ctx, "check_lease", s.leaseCmps(l), nil, []clientv3.Op{clientv3.OpGet(s.epochKey(l.Validator))})
+	if err != nil {
+		return err
+	}
+	if !tr.Succeeded {
+		return s.whyNotHeld(l, tr.Responses[0].GetResponseRange().Kvs)
+	}
+	return nil
+}
+
+// raiseWatermarkOps returns a nested transaction that moves the quorum
+// watermark of l's validator up to wm when wm is higher (never down), or
+// nothing when wm is nil. It runs inside a transaction that already checked
+// the lease.
+func (s *Store) raiseWatermarkOps(l fencing.Lease, wm *fencing.Watermark) ([]clientv3.Op, error) {
+	if wm == nil {
+		return nil, nil
+	}
+	if err := wm.HRS.Validate(); err != nil {
+		return nil, err
+	}
+	w := *wm
+	w.Epoch, w.Sidecar = l.Epoch, l.Sidecar
+	v, err := encode(w)
+	if err != nil {
+		return nil, err
+	}
+	id, sk := l.Validator, w.HRS.SortKey()
+	return []clientv3.Op{clientv3.OpTxn(
+		[]clientv3.Cmp{clientv3.Compare(clientv3.Value(s.hrsKey(id)), "<", sk)},
+		[]clientv3.Op{clientv3.OpPut(s.hrsKey(id), sk), clientv3.OpPut(s.watermarkKey(id), v)},
+		nil)}, nil
 }

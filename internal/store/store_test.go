@@ -58,7 +58,7 @@ func TestLeaseOnlyForHolderWhileActive(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Acquire = %v", err)
 	}
-	if _, err := s.Renew(ctx, g.Lease); err != nil {
+	if _, err := s.Renew(ctx, g.Lease, nil); err != nil {
 		t.Fatalf("Renew = %v", err)
 	}
 	if _, err := journal(s, g.Lease, 1, 1); err != nil {
@@ -67,7 +67,7 @@ func TestLeaseOnlyForHolderWhileActive(t *testing.T) {
 	if _, err := s.Freeze(ctx, "val-1", 1, change); err != nil {
 		t.Fatalf("Freeze = %v", err)
 	}
-	_, err = s.Renew(ctx, g.Lease)
+	_, err = s.Renew(ctx, g.Lease, nil)
 	wantCode(t, "Renew after freeze", err, fencing.CodeStaleEpoch)
 	_, err = journal(s, g.Lease, 2, 2)
 	wantCode(t, "Journal after freeze", err, fencing.CodeStaleEpoch)
@@ -134,7 +134,7 @@ func releaseOnRevoke(ctx context.Context, s *Store, l fencing.Lease) error {
 			return err
 		}
 		if ep.Epoch != l.Epoch || ep.State != fencing.StateActive {
-			return s.Release(ctx, l)
+			return s.Release(ctx, l, nil)
 		}
 		rev = r
 	}
@@ -399,7 +399,7 @@ func TestQuorumLoss(t *testing.T) {
 		"freeze":  func() error { _, err := s.Freeze(ctx, "val-1", 0, change); return err },
 		"bump":    func() error { _, err := s.StartBump(ctx, "val-2", 0, "region-b", change); return err },
 		"journal": func() error { _, err := journal(s, g.Lease, 2, 2); return err },
-		"renew":   func() error { _, err := s.Renew(ctx, g.Lease); return err },
+		"renew":   func() error { _, err := s.Renew(ctx, g.Lease, nil); return err },
 		"acquire": func() error { _, err := s.Acquire(ctx, "val-2", "region-a", "a-0", 5); return err },
 	}
 	for name, w := range writes {
@@ -434,4 +434,48 @@ func statusOrFail(t *testing.T, c *etcdtest.Cluster) []string {
 		out = append(out, fmt.Sprintf("%s@%d", kv.Key, kv.ModRevision))
 	}
 	return out
+}
+
+// Lease mode reports the local watermark on renew and release; the quorum
+// watermark only ever moves up.
+func TestRenewAndReleaseRaiseWatermark(t *testing.T) {
+	s := newStore(t, etcdtest.New(t, 1))
+	ctx := context.Background()
+	addValidator(t, s, "val-1", "region-a")
+	g, err := s.Acquire(ctx, "val-1", "region-a", "a-0", 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wm := func(h uint64) *fencing.Watermark {
+		return &fencing.Watermark{HRS: fencing.HRS{Height: h, Step: fencing.StepCommit}, Digest: fencing.Digest{byte(h)}}
+	}
+	steps := []struct {
+		name string
+		do   func() error
+		want uint64
+	}{
+		{"renew raises", func() error { _, err := s.Renew(ctx, g.Lease, wm(7)); return err }, 7},
+		{"renew never lowers", func() error { _, err := s.Renew(ctx, g.Lease, wm(3)); return err }, 7},
+		{"release raises", func() error { return s.Release(ctx, g.Lease, wm(9)) }, 9},
+	}
+	for _, st := range steps {
+		if err := st.do(); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		got, err := s.Status(ctx, "val-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Watermark == nil || got.Watermark.Height != st.want {
+			t.Fatalf("%s: quorum watermark %+v, want height %d", st.name, got.Watermark, st.want)
+		}
+	}
+	// The next lease starts above it, and a journal write below it is refused.
+	g2, err := s.Acquire(ctx, "val-1", "region-a", "a-1", 5)
+	if err != nil || g2.Watermark == nil || g2.Watermark.Height != 9 {
+		t.Fatalf("Acquire = %+v, %v; want watermark height 9", g2, err)
+	}
+	if _, err := journal(s, g2.Lease, 8, 1); fencing.CodeOf(err) != fencing.CodeWatermark {
+		t.Fatalf("Journal below the raised watermark = %v, want watermark", err)
+	}
 }

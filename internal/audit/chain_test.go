@@ -494,3 +494,26 @@ func ExampleAuditChain() {
 	fmt.Println(r.ExitCode(), len(r.Unaudited) > 0)
 	// Output: 2 true
 }
+
+// A resumed run retries heights that the interrupted run had given up on.
+func TestCheckpointRestoreDropsProjectedRanges(t *testing.T) {
+	cp := &checkpoint{Next: 10, Unaudited: []Unaudited{
+		{Endpoint: "a", From: u64(3), To: u64(3), Reason: "bad header"},
+		{Endpoint: "b", From: u64(8), To: u64(20), Reason: "given up"},
+		{Endpoint: "c", From: u64(10), To: u64(20), Reason: "given up"},
+		{Endpoint: "quorum", Reason: "down"},
+	}}
+	r := &Report{Formats: map[Consensus]int{}}
+	cp.restore(r)
+	var got []string
+	for _, u := range r.Unaudited {
+		if u.From == nil {
+			got = append(got, u.Endpoint)
+			continue
+		}
+		got = append(got, fmt.Sprintf("%s:%d-%d", u.Endpoint, *u.From, *u.To))
+	}
+	if strings.Join(got, " ") != "a:3-3 b:8-9 quorum" {
+		t.Errorf("restored unaudited = %v", got)
+	}
+}

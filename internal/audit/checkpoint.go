@@ -78,7 +78,19 @@ func (cp *checkpoint) restore(r *Report) {
 		r.Formats[c] += n
 	}
 	r.Duplicates = append(r.Duplicates, cp.Duplicates...)
-	r.Unaudited = append(r.Unaudited, cp.Unaudited...)
+	// Ranges at or above Next were projected by an endpoint given up in the
+	// interrupted run; this run tries those heights again.
+	for _, u := range cp.Unaudited {
+		if u.From != nil && u.To != nil {
+			if *u.From >= cp.Next {
+				continue
+			}
+			if *u.To >= cp.Next {
+				u.To = u64(cp.Next - 1)
+			}
+		}
+		r.Unaudited = append(r.Unaudited, u)
+	}
 	r.Warnings = append(r.Warnings, cp.Warnings...)
 }
 

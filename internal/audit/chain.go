@@ -209,6 +209,9 @@ type chainAudit struct {
 	eps    []*endpoint
 	report *Report
 
+	forks       int  // fork warnings written
+	forksCapped bool // further forks not listed
+
 	mu    sync.Mutex
 	cache map[common.Hash]common.Address // keccak(hash ‖ sig) -> signer
 }
@@ -236,7 +239,7 @@ func (a *chainAudit) run(ctx context.Context) (*Report, error) {
 		to, ok = a.resolveHead(ctx, from)
 		if !ok {
 			r.From, r.To = u64(from), nil
-			return a.finish(ctx)
+			return a.finish()
 		}
 	}
 	r.From, r.To = u64(from), u64(to)
@@ -272,10 +275,10 @@ func (a *chainAudit) run(ctx context.Context) (*Report, error) {
 			break
 		}
 	}
-	return a.finish(ctx)
+	return a.finish()
 }
 
-func (a *chainAudit) finish(context.Context) (*Report, error) {
+func (a *chainAudit) finish() (*Report, error) {
 	for _, ep := range a.eps {
 		if ep.bad > 0 {
 			a.report.Warnings = append(a.report.Warnings, fmt.Sprintf("%s served %d bad header(s) (hash or seal does not verify); treat that node as untrustworthy", ep.url, ep.bad))
@@ -495,8 +498,11 @@ func (a *chainAudit) forkWarnings(seen map[uint64]map[common.Hash][]string) {
 	}
 	slices.Sort(heights)
 	for _, h := range heights {
-		if a.countForkWarnings() >= maxForkWarnings {
-			a.report.Warnings = append(a.report.Warnings, "further heights where endpoints disagree are not listed")
+		if a.forks >= maxForkWarnings {
+			if !a.forksCapped {
+				a.report.Warnings = append(a.report.Warnings, "further heights where endpoints disagree are not listed")
+				a.forksCapped = true
+			}
 			return
 		}
 		var parts []string
@@ -506,20 +512,8 @@ func (a *chainAudit) forkWarnings(seen map[uint64]map[common.Hash][]string) {
 		}
 		slices.Sort(parts)
 		a.report.Warnings = append(a.report.Warnings, fmt.Sprintf("endpoints disagree at height %d: %s", h, strings.Join(parts, "; ")))
+		a.forks++
 	}
-}
-
-func (a *chainAudit) countForkWarnings() int {
-	n := 0
-	for _, w := range a.report.Warnings {
-		if strings.HasPrefix(w, "endpoints disagree") {
-			n++
-		}
-		if strings.HasPrefix(w, "further heights") {
-			return maxForkWarnings
-		}
-	}
-	return n
 }
 
 func (a *chainAudit) unaudited(ep *endpoint, from, to uint64, reason string) {

@@ -189,7 +189,11 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if len(r.Endpoints) > 0 {
 		scope += " on " + strings.Join(r.Endpoints, ", ")
 	}
-	p("%s: %d header(s), %d signature(s) compared\n", scope, r.Headers, r.Signatures)
+	if r.Kind == "journal" {
+		p("%s: %d journal entries compared\n", scope, r.Signatures)
+	} else {
+		p("%s: %d header(s), %d signature(s) compared\n", scope, r.Headers, r.Signatures)
+	}
 	if len(r.Formats) > 0 {
 		var fs []string
 		for c, n := range r.Formats {
@@ -199,14 +203,18 @@ func (r *Report) WriteTable(w io.Writer) error {
 		p("formats: %s\n", strings.Join(fs, " "))
 	}
 	if len(r.Duplicates) > 0 {
-		p("\nDUPLICATES\nVALIDATOR\tHEIGHT\tROUND\tSTEP\tDIGEST\tSIGNATURE\tSOURCES\n")
+		p("\nDUPLICATES\nVALIDATOR\tHEIGHT\tROUND\tSTEP\tDIGEST\tSIGNATURE / EPOCH\tSOURCES\n")
 		for _, d := range r.Duplicates {
 			for i, v := range d.Variants {
 				validator, height, round, step := d.Validator, fmt.Sprint(d.Height), fmt.Sprint(v.Round), string(d.Step)
 				if i > 0 {
 					validator, height, step = "", "", ""
 				}
-				p("%s\t%s\t%s\t%s\t%s\t%s\t%s\n", validator, height, round, step, v.Digest, short(v.Signature.String(), 20), strings.Join(v.Sources, ","))
+				signed := short(v.Signature.String(), 20)
+				if len(v.Signature) == 0 {
+					signed = fmt.Sprintf("epoch %d %s", v.Epoch, v.Sidecar)
+				}
+				p("%s\t%s\t%s\t%s\t%s\t%s\t%s\n", validator, height, round, step, v.Digest, signed, strings.Join(v.Sources, ","))
 			}
 		}
 	}

@@ -254,6 +254,12 @@ func (a *chainAudit) run(ctx context.Context) (*Report, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
+		if !a.anyActive() {
+			// Every endpoint is given up and its remaining range is already
+			// marked unaudited. The checkpoint keeps the last finished
+			// window, so a rerun tries these heights again.
+			break
+		}
 		end := min(to, next+window-1)
 		if end < next { // overflow
 			end = to
@@ -276,6 +282,15 @@ func (a *chainAudit) run(ctx context.Context) (*Report, error) {
 		}
 	}
 	return a.finish()
+}
+
+func (a *chainAudit) anyActive() bool {
+	for _, ep := range a.eps {
+		if ep.gaveUp == "" {
+			return true
+		}
+	}
+	return false
 }
 
 func (a *chainAudit) finish() (*Report, error) {

@@ -517,3 +517,27 @@ func TestCheckpointRestoreDropsProjectedRanges(t *testing.T) {
 		t.Errorf("restored unaudited = %v", got)
 	}
 }
+
+// An audit whose only endpoint is down stops at once instead of walking
+// every window, and reports the whole range.
+func TestChainAllEndpointsDown(t *testing.T) {
+	down := serveHandler(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "maintenance", http.StatusServiceUnavailable)
+	}))
+	cfg := fastConfig(down)
+	cfg.From, cfg.To, cfg.HasTo = 1, 5_000_000, true
+	start := time.Now()
+	r, err := AuditChain(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if time.Since(start) > 10*time.Second {
+		t.Errorf("took %s", time.Since(start))
+	}
+	if r.ExitCode() != ExitIncomplete || len(r.Unaudited) == 0 {
+		t.Fatalf("report = %+v", r)
+	}
+	if first, last := *r.Unaudited[0].From, *r.Unaudited[len(r.Unaudited)-1].To; first != 1 || last != 5_000_000 {
+		t.Errorf("unaudited %d..%d, want 1..5000000: %+v", first, last, r.Unaudited)
+	}
+}

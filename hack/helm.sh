@@ -13,6 +13,13 @@
 set -euo pipefail
 
 version=v3.22.0
+# helm v3.22.0 is built against k8s.io/client-go v0.37.0; without these
+# ldflags (which helm's own Makefile sets) a `go install`ed helm reports
+# version "v3.22" and renders for Kubernetes v1.20.0.
+ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=${version} -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+for p in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+	ldflags+=" -X ${p}.k8sVersionMajor=1 -X ${p}.k8sVersionMinor=37"
+done
 
 helm=${FENCE_HELM:-}
 if [[ -z "${helm}" ]]; then
@@ -25,7 +32,7 @@ if [[ -z "${helm}" ]]; then
 		flock 9
 		if [[ ! -x "${helm}" ]]; then
 			echo "helm.sh: installing helm ${version} into ${bin} (about 2 minutes)" >&2
-			GOBIN="${bin}" CGO_ENABLED=0 go install "helm.sh/helm/v3/cmd/helm@${version}" >&2
+			GOBIN="${bin}" CGO_ENABLED=0 go install -trimpath -ldflags "${ldflags}" "helm.sh/helm/v3/cmd/helm@${version}" >&2
 		fi
 		exec 9>&-
 	fi

@@ -83,8 +83,10 @@ func (a *TokenReviewAuthenticator) Audience() string { return a.audience }
 // The token is never logged, returned or kept; the cache holds its SHA-256.
 func (a *TokenReviewAuthenticator) Authenticate(ctx context.Context, bearerToken string) (fencing.Identity, error) {
 	token := strings.TrimSpace(bearerToken)
-	if len(token) > 7 && strings.EqualFold(token[:7], "bearer ") {
-		token = strings.TrimSpace(token[7:])
+	if scheme, rest, ok := strings.Cut(token, " "); ok && strings.EqualFold(scheme, "bearer") {
+		token = strings.TrimSpace(rest)
+	} else if strings.EqualFold(token, "bearer") {
+		token = ""
 	}
 	if token == "" {
 		return fencing.Identity{}, fencing.Errorf(fencing.CodeUnauthorized,
@@ -138,7 +140,9 @@ func (a *TokenReviewAuthenticator) Authenticate(ctx context.Context, bearerToken
 			until = exp
 		}
 	}
-	a.store(key, cachedIdentity{id: id, until: until}, now)
+	cached := id
+	cached.Validators = slices.Clone(id.Validators) // the caller owns id
+	a.store(key, cachedIdentity{id: cached, until: until}, now)
 	a.lg.Debug("sidecar authenticated", "subject", user, "holder", b.Holder)
 	return id, nil
 }

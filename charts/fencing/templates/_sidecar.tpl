@@ -1,0 +1,162 @@
+{{/*
+Named templates that inject fence-sidecar into a validator Pod. A validator
+chart lists this chart as a dependency (docs/kubernetes.md) and includes them
+with the fencing chart's values as the context, .Values.fencing from the parent:
+
+  metadata:
+    labels:
+      {{- include "fencing.sidecar.podLabels" .Values.fencing | nindent 8 }}
+  spec:
+    securityContext:
+      fsGroup: 65532            # lets the sidecar (uid 65532) read its 0400 key
+    containers:
+      - name: validator
+        ...
+      {{- include "fencing.sidecar" .Values.fencing | nindent 6 }}
+    volumes:
+      {{- include "fencing.sidecar.volumes" .Values.fencing | nindent 6 }}
+  volumeClaimTemplates:
+    {{- include "fencing.sidecar.volumeClaimTemplate" .Values.fencing | nindent 4 }}
+
+The validator container reaches the signer at
+{{ include "fencing.sidecar.signerURL" .Values.fencing }}.
+*/}}
+
+{{/* fencing.sidecar: the sidecar container, one list item. */}}
+{{- define "fencing.sidecar" -}}
+{{- $s := .sidecar }}
+{{- if not $s.validators }}
+{{- fail "fencing sidecar: sidecar.validators must list the validator IDs this Pod signs for" }}
+{{- end }}
+{{- if not $s.coordinatorURLs }}
+{{- fail "fencing sidecar: sidecar.coordinatorURLs must list this region's coordinator URL(s), e.g. http://fencing.fencing.svc:7600" }}
+{{- end -}}
+- name: fence-sidecar
+  image: {{ include "fencing.image" (dict "image" .image "override" $s.image) | quote }}
+  imagePullPolicy: {{ .image.pullPolicy }}
+  {{- if $s.nativeSidecar }}
+  restartPolicy: Always
+  {{- end }}
+  args:
+    - --coordinator={{ join "," $s.coordinatorURLs }}
+    - --holder={{ required "fencing sidecar: sidecar.holder must name this cluster's failure domain, e.g. region-a" $s.holder }}
+    - --validator={{ join "," $s.validators }}
+    - --key=/etc/fencing/key/{{ $s.keySecret.key }}
+    {{- if $s.keySecret.passwordKey }}
+    - --password-file=/etc/fencing/key/{{ $s.keySecret.passwordKey }}
+    {{- end }}
+    - --listen=127.0.0.1:{{ $s.port }}
+    - --metrics-listen=:{{ $s.metricsPort }}
+    - --state-dir=/var/lib/fencing
+    - --mode={{ $s.mode }}
+    - --lease-ttl={{ $s.leaseTTL }}
+    - --token-file=/var/run/secrets/fencing/token
+    {{- range $s.extraArgs }}
+    - {{ . | quote }}
+    {{- end }}
+  env:
+    - name: POD_NAME
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.name
+    - name: POD_NAMESPACE
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.namespace
+    {{- range $s.extraEnv }}
+    - name: {{ .name }}
+      value: {{ .value | quote }}
+    {{- end }}
+  ports:
+    - name: fence-metrics
+      containerPort: {{ $s.metricsPort }}
+      protocol: TCP
+  {{- if $s.readinessProbe.enabled }}
+  readinessProbe:
+    httpGet:
+      path: /readyz
+      port: fence-metrics
+    periodSeconds: {{ $s.readinessProbe.periodSeconds }}
+    failureThreshold: {{ $s.readinessProbe.failureThreshold }}
+    timeoutSeconds: 2
+  {{- end }}
+  {{- if $s.livenessProbe.enabled }}
+  livenessProbe:
+    httpGet:
+      path: /healthz
+      port: fence-metrics
+    initialDelaySeconds: 5
+    periodSeconds: {{ $s.livenessProbe.periodSeconds }}
+    failureThreshold: {{ $s.livenessProbe.failureThreshold }}
+    timeoutSeconds: 2
+  {{- end }}
+  resources:
+    {{- toYaml $s.resources | nindent 4 }}
+  securityContext:
+    {{- include "fencing.containerSecurityContext" . | nindent 4 }}
+  volumeMounts:
+    - name: fencing-key
+      mountPath: /etc/fencing/key
+      readOnly: true
+    - name: fencing-token
+      mountPath: /var/run/secrets/fencing
+      readOnly: true
+    - name: {{ $s.state.volumeName }}
+      mountPath: /var/lib/fencing
+{{- end }}
+
+{{/* fencing.sidecar.volumes: the key, token (and emptyDir state) volumes, list items. */}}
+{{- define "fencing.sidecar.volumes" -}}
+{{- $s := .sidecar -}}
+- name: fencing-key
+  secret:
+    secretName: {{ required "fencing sidecar: sidecar.keySecret.name must name the Secret holding the validator key" $s.keySecret.name }}
+    defaultMode: 0400
+    items:
+      - key: {{ $s.keySecret.key }}
+        path: {{ $s.keySecret.key }}
+      {{- if $s.keySecret.passwordKey }}
+      - key: {{ $s.keySecret.passwordKey }}
+        path: {{ $s.keySecret.passwordKey }}
+      {{- end }}
+- name: fencing-token
+  projected:
+    defaultMode: 0400
+    sources:
+      - serviceAccountToken:
+          audience: {{ $s.tokenAudience | default .auth.audience | quote }}
+          expirationSeconds: {{ $s.tokenExpirationSeconds }}
+          path: token
+{{- if $s.state.emptyDir }}
+- name: {{ $s.state.volumeName }}
+  emptyDir: {}
+{{- end }}
+{{- end }}
+
+{{/* fencing.sidecar.volumeClaimTemplate: the state claim for a StatefulSet's volumeClaimTemplates, one list item (nothing when state.emptyDir). */}}
+{{- define "fencing.sidecar.volumeClaimTemplate" -}}
+{{- $s := .sidecar }}
+{{- if not $s.state.emptyDir -}}
+- metadata:
+    name: {{ $s.state.volumeName }}
+  spec:
+    accessModes: ["ReadWriteOnce"]
+    {{- if $s.state.storageClassName }}
+    storageClassName: {{ $s.state.storageClassName }}
+    {{- end }}
+    resources:
+      requests:
+        storage: {{ $s.state.size }}
+{{- end }}
+{{- end }}
+
+{{/* fencing.sidecar.podLabels: labels the PodMonitor selects on, map entries. */}}
+{{- define "fencing.sidecar.podLabels" -}}
+fencing.validator-fencing.io/sidecar: "true"
+fencing.validator-fencing.io/holder: {{ .sidecar.holder | quote }}
+{{- end }}
+
+{{/* fencing.sidecar.signerURL: where the validator container reaches the sidecar. */}}
+{{- define "fencing.sidecar.signerURL" -}}
+http://127.0.0.1:{{ .sidecar.port }}
+{{- end }}

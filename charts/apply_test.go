@@ -323,7 +323,9 @@ func (a *applier) installMonitoringCRDs(ctx context.Context, t *testing.T) {
 	str := map[string]any{"type": "string"}
 	strMap := map[string]any{"type": "object", "additionalProperties": str}
 	strList := map[string]any{"type": "array", "items": str}
-	obj := func(props map[string]any) map[string]any { return map[string]any{"type": "object", "properties": props} }
+	obj := func(props map[string]any) map[string]any {
+		return map[string]any{"type": "object", "properties": props}
+	}
 	list := func(items map[string]any) map[string]any { return map[string]any{"type": "array", "items": items} }
 	selector := obj(map[string]any{"matchLabels": strMap, "matchExpressions": list(obj(map[string]any{"key": str, "operator": str, "values": strList}))})
 	nsSelector := obj(map[string]any{"any": map[string]any{"type": "boolean"}, "matchNames": strList})

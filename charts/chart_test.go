@@ -229,6 +229,9 @@ func TestLeastPrivilegeRBAC(t *testing.T) {
 func TestCoordinatorDeployment(t *testing.T) {
 	d := find(t, renderObjects(t, renderRegionA), "Deployment", "fencing")
 	c := container(t, d, "fence-coordinator")
+	if cmd := stringSlice(c, "command"); !slices.Equal(cmd, []string{"/usr/local/bin/fence-coordinator"}) {
+		t.Errorf("coordinator command = %q, want fence-coordinator", cmd)
+	}
 	args := strings.Join(stringSlice(c, "args"), " ")
 	for _, want := range []string{
 		"--listen=:7600",
@@ -257,6 +260,9 @@ func TestCoordinatorDeployment(t *testing.T) {
 func TestSidecarInjection(t *testing.T) {
 	s := find(t, renderObjects(t, renderBesuA), "StatefulSet", "besu-validator-1")
 	c := container(t, s, "fence-sidecar")
+	if cmd := stringSlice(c, "command"); !slices.Equal(cmd, []string{"/usr/local/bin/fence-sidecar"}) {
+		t.Errorf("sidecar command = %q, want fence-sidecar", cmd)
+	}
 	args := stringSlice(c, "args")
 	want := []string{
 		"--coordinator=http://fencing.fencing.svc:7600",

@@ -34,6 +34,7 @@ The validator container reaches the signer at
 - name: fence-sidecar
   image: {{ include "fencing.image" (dict "image" .image "override" $s.image) | quote }}
   imagePullPolicy: {{ .image.pullPolicy }}
+  command: ["/usr/local/bin/fence-sidecar"]
   {{- if $s.nativeSidecar }}
   restartPolicy: Always
   {{- end }}

@@ -397,12 +397,14 @@ func (s *Server) watchEpoch(w http.ResponseWriter, r *http.Request) {
 	wait := 30 * time.Second
 	if v := q.Get("wait"); v != "" {
 		d, err := time.ParseDuration(v)
-		if err != nil || d < 0 || d > s.maxWait {
-			s.fail(w, r, "watch", fencing.Errorf(fencing.CodeBadRequest, "wait %q must be a duration between 0s and %s", v, s.maxWait))
+		if err != nil || d < 0 {
+			s.fail(w, r, "watch", fencing.Errorf(fencing.CodeBadRequest, "wait %q must be a non-negative duration such as 30s", v))
 			return
 		}
 		wait = d
 	}
+	// A client cannot know this replica's limit: a longer wait is cut to it.
+	wait = min(wait, s.maxWait)
 	ep, rev, err := s.st.WatchEpoch(r.Context(), r.PathValue("id"), after, wait)
 	if err != nil {
 		s.fail(w, r, "watch", err)

@@ -206,9 +206,10 @@ func (k *LeaseKeeper) hold(ctx context.Context, l fencing.Lease) int64 {
 			k.extend(nl, sent.Add(k.ttl-k.margin)) // K2
 			t.Reset(k.renew)
 		case fencing.CodeOf(err) == fencing.CodeStaleEpoch || fencing.CodeOf(err) == fencing.CodeFenced:
-			k.lg.Warn("renew refused; lease lost", "error", err) // K3
-			k.revoked.Store(true)
-			k.set(nil, nil, time.Time{})
+			// K3: the lease is no longer valid. Release it anyway: after a
+			// revoke its key still blocks the drain until it expires.
+			k.lg.Warn("renew refused; lease lost", "error", err)
+			k.releaseNow(ctx, "renew refused")
 			return l.EpochRevision
 		default:
 			// K5: keep the deadline; try again soon.

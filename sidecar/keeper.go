@@ -86,7 +86,7 @@ func NewLeaseKeeper(c Coordinator, o KeeperOptions) *LeaseKeeper {
 	return &LeaseKeeper{
 		coord: c, validator: o.Validator, holder: o.Holder, sidecar: o.Sidecar,
 		ttl: o.TTL, margin: o.Margin, renew: o.RenewEvery, lg: o.Logger.With("validator", o.Validator), now: o.Now,
-		report: o.ReportWatermark,
+		report:  o.ReportWatermark,
 		changed: make(chan struct{}),
 	}
 }

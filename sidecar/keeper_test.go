@@ -1,0 +1,241 @@
+package sidecar
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/validator-fencing/fencing/internal/api"
+	"github.com/validator-fencing/fencing/internal/fencing"
+)
+
+// slowCoordinator answers acquire and renew only after delay on the fake
+// clock, as a coordinator behind a slow network would.
+type slowCoordinator struct {
+	clock *fakeClock
+	delay time.Duration
+	mu    sync.Mutex
+	lease fencing.Lease
+}
+
+var _ Coordinator = (*slowCoordinator)(nil)
+
+func (c *slowCoordinator) Acquire(ctx context.Context, r api.AcquireRequest) (api.GrantResponse, error) {
+	c.clock.advance(c.delay)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.lease = fencing.Lease{Validator: r.Validator, Epoch: 1, Holder: r.Holder, Sidecar: r.Sidecar, EpochRevision: 1, LeaseRevision: 2, TTLSeconds: r.TTLSeconds}
+	return api.GrantResponse{Lease: c.lease}, nil
+}
+
+func (c *slowCoordinator) Renew(ctx context.Context, l fencing.Lease, _ *fencing.Watermark) (fencing.Lease, error) {
+	c.clock.advance(c.delay)
+	return l, nil
+}
+func (c *slowCoordinator) Release(context.Context, fencing.Lease, *fencing.Watermark) error { return nil }
+func (c *slowCoordinator) CheckLease(context.Context, fencing.Lease) error                 { return nil }
+func (c *slowCoordinator) JournalSignature(context.Context, fencing.JournalRequest) (fencing.JournalEntry, error) {
+	return fencing.JournalEntry{}, nil
+}
+func (c *slowCoordinator) WatchEpoch(ctx context.Context, id string, after int64, wait time.Duration) (fencing.Epoch, int64, error) {
+	<-ctx.Done()
+	return fencing.Epoch{}, after, ctx.Err()
+}
+
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// Invariant 3: the deadline counts from when the request was sent, so a slow
+// answer shortens the time left to sign instead of extending it.
+func TestDeadlineFromSendTime(t *testing.T) {
+	clock := &fakeClock{now: time.Unix(1000, 0)}
+	coord := &slowCoordinator{clock: clock, delay: 4 * time.Second}
+	k := NewLeaseKeeper(coord, KeeperOptions{
+		Validator: "val-1", Holder: "region-a", Sidecar: "a-0",
+		TTL: 10 * time.Second, Margin: 2 * time.Second, RenewEvery: time.Hour, Now: clock.Now,
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { k.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	for {
+		if _, _, err := k.current(); err == nil {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// Sent at 1000, answered at 1004: the deadline is 1000+10-2 = 1008.
+	_, _, rem := k.Status()
+	if rem != 4*time.Second {
+		t.Fatalf("time left after a 4s answer = %s, want 4s (deadline from the send time, not the answer)", rem)
+	}
+	clock.advance(3999 * time.Millisecond)
+	if _, _, err := k.current(); err != nil {
+		t.Fatalf("current() just before the deadline = %v", err)
+	}
+	clock.advance(time.Millisecond)
+	if _, _, err := k.current(); fencing.CodeOf(err) != fencing.CodeFenced {
+		t.Fatalf("current() at the deadline = %v, want fenced", err)
+	}
+}
+
+func entry(h uint64, d byte) fencing.JournalEntry {
+	return fencing.JournalEntry{Validator: "val-1", HRS: fencing.HRS{Height: h, Step: fencing.StepCommit}, Digest: fencing.Digest{d}, Epoch: 1, Sidecar: "a-0"}
+}
+
+// Invariants 5 and 6 locally: checks, restarts, torn and corrupt files.
+func TestLocalJournal(t *testing.T) {
+	dir := t.TempDir()
+	j, err := OpenLocalJournal(dir, "val-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []uint64{1, 2, 5} {
+		if err := j.Append(entry(h, byte(h))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checks := []struct {
+		name   string
+		h      uint64
+		d      byte
+		floor  *fencing.Watermark
+		again  bool
+		refuse bool
+	}{
+		{"above", 6, 6, nil, false, false},
+		{"same digest again", 5, 5, nil, true, false},
+		{"old HRS same digest", 2, 2, nil, true, false},
+		{"same HRS other digest", 5, 9, nil, false, true},
+		{"below watermark", 4, 4, nil, false, true},
+		{"below the quorum floor", 7, 7, &fencing.Watermark{HRS: fencing.HRS{Height: 8, Step: fencing.StepCommit}}, false, true},
+		{"the floor itself, its digest", 8, 8, &fencing.Watermark{HRS: fencing.HRS{Height: 8, Step: fencing.StepCommit}, Digest: fencing.Digest{8}}, true, false},
+		{"the floor itself, other digest", 8, 9, &fencing.Watermark{HRS: fencing.HRS{Height: 8, Step: fencing.StepCommit}, Digest: fencing.Digest{8}}, false, true},
+	}
+	for _, c := range checks {
+		e := entry(c.h, c.d)
+		again, err := j.Check(e.HRS, e.Digest, c.floor)
+		if again != c.again || (err != nil) != c.refuse || (err != nil && fencing.CodeOf(err) != fencing.CodeWatermark) {
+			t.Errorf("%s: Check(%d) = %t, %v; want again=%t refuse=%t", c.name, c.h, again, err, c.again, c.refuse)
+		}
+	}
+	_ = j.Close()
+
+	// A crash mid-append leaves a torn last line: cut off at open, and the
+	// watermark is the last whole entry.
+	path := filepath.Join(dir, "journal", "val-1.jsonl")
+	f, _ := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0o600)
+	_, _ = f.WriteString(`{"validator":"val-1","hrs":{"hei`)
+	_ = f.Close()
+	j, err = OpenLocalJournal(dir, "val-1")
+	if err != nil {
+		t.Fatalf("open after a torn write = %v", err)
+	}
+	if wm := j.Watermark(); wm == nil || wm.Height != 5 {
+		t.Fatalf("watermark after restart = %+v, want height 5 (never backwards)", wm)
+	}
+	if err := j.Append(entry(6, 6)); err != nil {
+		t.Fatal(err)
+	}
+	_ = j.Close()
+	if _, err := OpenLocalJournal(dir, "val-1"); err != nil {
+		t.Fatalf("reopen after appending past a cut torn line = %v", err)
+	}
+
+	// Anything else unreadable refuses to start, with the file and line.
+	bad := []struct{ name, content string }{
+		{"corrupt line", `{"validator":"val-1","hrs":{"height":1,"step":"commit"}}` + "\nnot json\n"},
+		{"bad step", `{"validator":"val-1","hrs":{"height":1,"step":"vote"}}` + "\n"},
+		{"other validator", `{"validator":"val-2","hrs":{"height":1,"step":"commit"}}` + "\n"},
+		{"out of order", `{"validator":"val-1","hrs":{"height":3,"step":"commit"}}` + "\n" + `{"validator":"val-1","hrs":{"height":2,"step":"commit"}}` + "\n"},
+	}
+	for _, b := range bad {
+		t.Run(b.name, func(t *testing.T) {
+			d := t.TempDir()
+			_ = os.MkdirAll(filepath.Join(d, "journal"), 0o700)
+			p := filepath.Join(d, "journal", "val-1.jsonl")
+			if err := os.WriteFile(p, []byte(b.content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := OpenLocalJournal(d, "val-1")
+			if err == nil || !strings.Contains(err.Error(), "refusing to start") {
+				t.Fatalf("OpenLocalJournal(%s) = %v, want a refusal", b.name, err)
+			}
+			if after, _ := os.ReadFile(p); string(after) != b.content {
+				t.Fatalf("the refused file was changed")
+			}
+		})
+	}
+}
+
+// A write failure makes the journal refuse everything after it (fail
+// closed) instead of signing without a record.
+func TestLocalJournalFailsClosed(t *testing.T) {
+	j, err := OpenLocalJournal(t.TempDir(), "val-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = j.f.Close() // the disk goes away
+	if err := j.Append(entry(1, 1)); err == nil {
+		t.Fatal("Append to a closed file succeeded")
+	}
+	e := entry(2, 2)
+	if _, err := j.Check(e.HRS, e.Digest, nil); fencing.CodeOf(err) != fencing.CodeWatermark {
+		t.Fatalf("Check after a failed write = %v, want a refusal", err)
+	}
+}
+
+func TestLoadKeyRefusals(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	hexKey := "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
+	cases := []struct {
+		name, path, pw, want string
+	}{
+		{"group readable", write("k1", hexKey, 0o640), "", "readable by group or others"},
+		{"short", write("k2", "abcd", 0o600), "", "64 hex digits"},
+		{"not hex", write("k3", strings.Repeat("z", 64), 0o600), "", "not hex"},
+		{"keystore without password", write("k4", `{"version":3}`, 0o600), "", "--password-file"},
+		{"hex with password", write("k5", hexKey, 0o600), "pw", "applies only to keystore"},
+		{"missing", filepath.Join(dir, "nope"), "", "no such file"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := LoadKey(c.path, c.pw)
+			if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), hexKey) {
+				t.Fatalf("LoadKey = %v, want an error containing %q and no key material", err, c.want)
+			}
+		})
+	}
+	k, err := LoadKey(write("good", "0x"+hexKey+"\n", 0o600), "")
+	if err != nil || k.Address.Hex() != "0x2c7536E3605D9C16a7a3D7b1898e529396a65c23" {
+		t.Fatalf("LoadKey(good) = %v, %v", k, err)
+	}
+	if strings.Contains(k.String(), hexKey) {
+		t.Fatal("Key.String shows key material")
+	}
+}

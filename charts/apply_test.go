@@ -330,7 +330,9 @@ func (a *applier) installMonitoringCRDs(ctx context.Context, t *testing.T) {
 	selector := obj(map[string]any{"matchLabels": strMap, "matchExpressions": list(obj(map[string]any{"key": str, "operator": str, "values": strList}))})
 	nsSelector := obj(map[string]any{"any": map[string]any{"type": "boolean"}, "matchNames": strList})
 	relabel := list(obj(map[string]any{"sourceLabels": strList, "targetLabel": str, "regex": str, "replacement": str, "action": str, "separator": str}))
-	endpoint := obj(map[string]any{"port": str, "path": str, "interval": str, "scheme": str, "relabelings": relabel})
+	secretKey := obj(map[string]any{"secret": obj(map[string]any{"name": str, "key": str})})
+	tlsConfig := obj(map[string]any{"serverName": str, "ca": secretKey, "insecureSkipVerify": map[string]any{"type": "boolean"}})
+	endpoint := obj(map[string]any{"port": str, "path": str, "interval": str, "scheme": str, "tlsConfig": tlsConfig, "relabelings": relabel})
 	rule := obj(map[string]any{
 		"alert": str, "record": str, "for": str, "labels": strMap, "annotations": strMap,
 		"expr": map[string]any{"x-kubernetes-int-or-string": true},

@@ -238,6 +238,8 @@ func TestCoordinatorDeployment(t *testing.T) {
 		"--etcd-endpoints=https://etcd-a.fencing.example.com:2379,https://etcd-b.fencing.example.com:2379,https://etcd-witness.fencing.example.com:2379",
 		"--etcd-cacert=/etc/fencing/etcd-tls/ca.crt --etcd-cert=/etc/fencing/etcd-tls/tls.crt --etcd-key=/etc/fencing/etcd-tls/tls.key",
 		"--log-json",
+		"--tls-cert=/etc/fencing/tls/tls.crt --tls-key=/etc/fencing/tls/tls.key",
+		"--events-namespace=fencing",
 		"--auth-audience=fencing-coordinator",
 		"--auth-bindings=validators/besu-validator-1=region-a:0x5B38Da6a701c568545dCfcB03FcB875f56beddC4",
 	} {
@@ -265,7 +267,8 @@ func TestSidecarInjection(t *testing.T) {
 	}
 	args := stringSlice(c, "args")
 	want := []string{
-		"--coordinator=http://fencing.fencing.svc:7600",
+		"--coordinator=https://fencing.fencing.svc:7600",
+		"--coordinator-ca=/etc/fencing/coordinator-ca/ca.crt",
 		"--holder=region-a",
 		"--validator=0x5B38Da6a701c568545dCfcB03FcB875f56beddC4",
 		"--key=/etc/fencing/key/key",
@@ -435,6 +438,7 @@ func TestSidecarTemplateRequiresSettings(t *testing.T) {
 		{"fencing.sidecar.holder=", "sidecar.holder must name this cluster's failure domain"},
 		{"fencing.sidecar.validators=null", "sidecar.validators must list the validator IDs"},
 		{"fencing.sidecar.coordinatorURLs=null", "sidecar.coordinatorURLs must list this region's coordinator URL"},
+		{"fencing.sidecar.validators={a,b}", "at '/sidecar/validators': maxItems: got 2, want 1"},
 		{"fencing.sidecar.keySecret.name=", "sidecar.keySecret.name must name the Secret"},
 	}
 	for _, tt := range tests {

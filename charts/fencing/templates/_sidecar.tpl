@@ -40,6 +40,9 @@ The validator container reaches the signer at
   {{- end }}
   args:
     - --coordinator={{ join "," $s.coordinatorURLs }}
+    {{- if $s.coordinatorCA.secretName }}
+    - --coordinator-ca=/etc/fencing/coordinator-ca/{{ $s.coordinatorCA.key }}
+    {{- end }}
     - --holder={{ required "fencing sidecar: sidecar.holder must name this cluster's failure domain, e.g. region-a" $s.holder }}
     - --validator={{ join "," $s.validators }}
     - --key=/etc/fencing/key/{{ $s.keySecret.key }}
@@ -104,6 +107,11 @@ The validator container reaches the signer at
       readOnly: true
     - name: {{ $s.state.volumeName }}
       mountPath: /var/lib/fencing
+    {{- if $s.coordinatorCA.secretName }}
+    - name: fencing-coordinator-ca
+      mountPath: /etc/fencing/coordinator-ca
+      readOnly: true
+    {{- end }}
 {{- end }}
 
 {{/* fencing.sidecar.volumes: the key, token (and emptyDir state) volumes, list items. */}}
@@ -128,6 +136,15 @@ The validator container reaches the signer at
           audience: {{ $s.tokenAudience | default .auth.audience | quote }}
           expirationSeconds: {{ $s.tokenExpirationSeconds }}
           path: token
+{{- if $s.coordinatorCA.secretName }}
+- name: fencing-coordinator-ca
+  secret:
+    secretName: {{ $s.coordinatorCA.secretName }}
+    defaultMode: 0444
+    items:
+      - key: {{ $s.coordinatorCA.key }}
+        path: {{ $s.coordinatorCA.key }}
+{{- end }}
 {{- if $s.state.emptyDir }}
 - name: {{ $s.state.volumeName }}
   emptyDir: {}

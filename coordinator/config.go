@@ -54,6 +54,7 @@ const DefaultListen = "127.0.0.1:7600"
 
 // Flags registers every setting on fs with its default.
 func (c *Config) Flags(fs *flag.FlagSet) {
+	fs.String("config", "", "YAML or JSON file of settings keyed by flag name (under FENCE_* and flags)")
 	fs.StringVar(&c.Listen, "listen", DefaultListen, "address to serve the API on (port 0 picks one; the first log line says which)")
 	fs.StringVar(&c.EmbeddedEtcd, "embedded-etcd", "", "run a single-node etcd in this directory (development, quickstart, drills)")
 	fs.Var(&c.EtcdEndpoints, "etcd-endpoints", "etcd client URLs, comma-separated or repeated (production: 3 or 5 members in 3 failure domains)")

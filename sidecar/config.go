@@ -50,6 +50,7 @@ type Config struct {
 // Flags registers every setting on fs with its default.
 func (c *Config) Flags(fs *flag.FlagSet) {
 	host, _ := os.Hostname()
+	fs.String("config", "", "YAML or JSON file of settings keyed by flag name (under FENCE_* and flags)")
 	fs.Var(&c.Coordinator, "coordinator", "coordinator URL(s), comma-separated; the sidecar uses whichever answers (required)")
 	fs.StringVar(&c.CoordinatorCA, "coordinator-ca", "", "CA bundle of an https coordinator")
 	fs.StringVar(&c.TokenFile, "token-file", "", "bearer token sent to the coordinator (a projected ServiceAccount token)")

@@ -1,4 +1,4 @@
-package coordinator
+package coordinator_test
 
 import (
 	"context"
@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -14,9 +13,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/validator-fencing/fencing/internal/api"
-	"github.com/validator-fencing/fencing/internal/etcdtest"
+	"github.com/validator-fencing/fencing/internal/fencetest"
 	"github.com/validator-fencing/fencing/internal/fencing"
-	"github.com/validator-fencing/fencing/internal/store"
 )
 
 type testCoordinator struct {
@@ -27,25 +25,8 @@ type testCoordinator struct {
 
 func newTestCoordinator(t *testing.T) *testCoordinator {
 	t.Helper()
-	c := etcdtest.New(t, 1)
-	cli := c.Client(t)
-	st, err := store.New(cli, store.Options{RequestTimeout: 3 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := NewServer(st, ServerOptions{ReconcileInterval: 100 * time.Millisecond, MaxWatchWait: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := srv.Start(ctx)
-	hs := httptest.NewServer(srv.Handler())
-	t.Cleanup(func() { hs.Close(); cancel(); <-done })
-	ac, err := api.NewClient([]string{hs.URL}, api.ClientOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCoordinator{url: hs.URL, cli: cli, api: ac}
+	c := fencetest.Start(t, fencetest.Options{})
+	return &testCoordinator{url: c.URL, cli: c.Etcd.Client(t), api: c.Client}
 }
 
 // snapshot is every key with its mod revision: equal snapshots mean nothing

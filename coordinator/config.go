@@ -77,6 +77,9 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.EventsNamespace, "events-namespace", "", "record Kubernetes Events of epoch transitions in this namespace (empty: do not)")
 }
 
+// Logging says how to log.
+func (c *Config) Logging() (json bool, level string) { return c.LogJSON, c.LogLevel }
+
 // Validate reports every problem at once.
 func (c *Config) Validate() error {
 	var errs []error

@@ -70,6 +70,9 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.LogLevel, "log-level", "info", "trace, debug, info, warn or error")
 }
 
+// Logging says how to log.
+func (c *Config) Logging() (json bool, level string) { return c.LogJSON, c.LogLevel }
+
 // Validate fills derived defaults and reports every problem at once.
 func (c *Config) Validate() error {
 	var errs []error

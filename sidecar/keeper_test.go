@@ -36,8 +36,10 @@ func (c *slowCoordinator) Renew(ctx context.Context, l fencing.Lease, _ *fencing
 	c.clock.advance(c.delay)
 	return l, nil
 }
-func (c *slowCoordinator) Release(context.Context, fencing.Lease, *fencing.Watermark) error { return nil }
-func (c *slowCoordinator) CheckLease(context.Context, fencing.Lease) error                 { return nil }
+func (c *slowCoordinator) Release(context.Context, fencing.Lease, *fencing.Watermark) error {
+	return nil
+}
+func (c *slowCoordinator) CheckLease(context.Context, fencing.Lease) error { return nil }
 func (c *slowCoordinator) JournalSignature(context.Context, fencing.JournalRequest) (fencing.JournalEntry, error) {
 	return fencing.JournalEntry{}, nil
 }

@@ -4,16 +4,12 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/validator-fencing/fencing/coordinator"
-	"github.com/validator-fencing/fencing/internal/flagenv"
-	"github.com/validator-fencing/fencing/internal/logging"
+	"github.com/validator-fencing/fencing/internal/daemon"
 )
 
 const usage = `fence-coordinator: the only etcd client of validator fencing.
@@ -34,29 +30,8 @@ Flags:
 `
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	var cfg coordinator.Config
-	fs := flag.NewFlagSet("fence-coordinator", flag.ContinueOnError)
-	cfg.Flags(fs)
-	args, err := flagenv.Parse(fs, os.Args[1:], os.Getenv)
-	if errors.Is(err, flag.ErrHelp) {
-		flagenv.Usage(os.Stdout, fs, usage)
-		os.Exit(0)
-	}
-	if err == nil && len(args) > 0 {
-		err = fmt.Errorf("unexpected argument %q (fence-coordinator takes only flags; see --help)", args[0])
-	}
-	if err == nil {
-		err = cfg.Validate()
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "fence-coordinator:", err)
-		os.Exit(2)
-	}
-	lg := logging.New("fence-coordinator", os.Stderr, cfg.LogJSON, cfg.LogLevel)
-	if err := coordinator.Run(ctx, cfg, lg); err != nil {
-		fmt.Fprintln(os.Stderr, "fence-coordinator:", err)
-		os.Exit(1)
-	}
+	os.Exit(daemon.Main("fence-coordinator", usage, os.Args[1:], os.Stdout, os.Stderr, &cfg, func(ctx context.Context, lg hclog.Logger) error {
+		return coordinator.Run(ctx, cfg, lg)
+	}))
 }

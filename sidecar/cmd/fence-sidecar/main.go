@@ -4,15 +4,11 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 
-	"github.com/validator-fencing/fencing/internal/flagenv"
-	"github.com/validator-fencing/fencing/internal/logging"
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/validator-fencing/fencing/internal/daemon"
 	"github.com/validator-fencing/fencing/sidecar"
 )
 
@@ -37,29 +33,8 @@ Flags:
 `
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	var cfg sidecar.Config
-	fs := flag.NewFlagSet("fence-sidecar", flag.ContinueOnError)
-	cfg.Flags(fs)
-	args, err := flagenv.Parse(fs, os.Args[1:], os.Getenv)
-	if errors.Is(err, flag.ErrHelp) {
-		flagenv.Usage(os.Stdout, fs, usage)
-		os.Exit(0)
-	}
-	if err == nil && len(args) > 0 {
-		err = fmt.Errorf("unexpected argument %q (fence-sidecar takes only flags; see --help)", args[0])
-	}
-	if err == nil {
-		err = cfg.Validate()
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "fence-sidecar:", err)
-		os.Exit(2)
-	}
-	lg := logging.New("fence-sidecar", os.Stderr, cfg.LogJSON, cfg.LogLevel)
-	if err := sidecar.Run(ctx, cfg, lg); err != nil {
-		fmt.Fprintln(os.Stderr, "fence-sidecar:", err)
-		os.Exit(1)
-	}
+	os.Exit(daemon.Main("fence-sidecar", usage, os.Args[1:], os.Stdout, os.Stderr, &cfg, func(ctx context.Context, lg hclog.Logger) error {
+		return sidecar.Run(ctx, cfg, lg)
+	}))
 }

@@ -119,6 +119,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, getenv f
 		}
 		return e.usageError(err)
 	}
+	// Registering the command's flags below resets the shared variables to
+	// their defaults: keep what was given before the command.
+	given := map[string]string{}
+	pre.Visit(func(f *flag.Flag) { given[f.Name] = f.Value.String() })
 	rest := pre.Args()
 	if len(rest) == 0 {
 		fmt.Fprint(stderr, usage)
@@ -148,7 +152,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, getenv f
 			c.flags(fs)
 		}
 		// Values given before the command stay unless repeated after it.
-		pre.Visit(func(f *flag.Flag) { _ = fs.Set(f.Name, f.Value.String()) })
+		for name, v := range given {
+			_ = fs.Set(name, v)
+		}
 		pos, err := flagenv.Parse(fs, rest, getenv)
 		if errors.Is(err, flag.ErrHelp) {
 			flagenv.Usage(stdout, fs, c.usage+"\nFlags:\n")

@@ -61,7 +61,7 @@ func Run(ctx context.Context, cfg Config, lg hclog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	opts := store.Options{Prefix: cfg.EtcdPrefix, Logger: lg.Named("store"), RequestTimeout: cfg.EtcdTimeout, Registerer: reg}
-	sopts := ServerOptions{Logger: lg, MaxWatchWait: cfg.MaxWatchWait, ReconcileInterval: cfg.ReconcileInterval, SessionTTL: cfg.SessionTTL, Registry: reg}
+	sopts := ServerOptions{Logger: lg, MaxWatchWait: cfg.MaxWatchWait, ReconcileInterval: cfg.ReconcileInterval, SessionTTL: cfg.SessionTTL, JournalRetention: cfg.JournalRetention, Registry: reg}
 
 	if cfg.AuthAudience != "" || cfg.EventsNamespace != "" {
 		kc, err := kubeClient(cfg.Kubeconfig)

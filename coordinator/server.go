@@ -31,6 +31,7 @@ type ServerOptions struct {
 	MaxWatchWait      time.Duration // default 60s
 	ReconcileInterval time.Duration // default 2s
 	SessionTTL        time.Duration // default 10s
+	JournalRetention  uint64        // heights kept below the watermark; 0 keeps all
 	Registry          *prometheus.Registry
 }
 
@@ -57,7 +58,7 @@ func NewServer(st *store.Store, o ServerOptions) (*Server, error) {
 	}
 	return &Server{
 		st: st, journaler: st.NewJournaler(24), reconciler: st.NewReconciler(o.ReconcileInterval, int(o.SessionTTL/time.Second)),
-		auth: o.Auth, lg: o.Logger, maxWait: o.MaxWatchWait, metrics: m, gatherer: o.Registry,
+		auth: o.Auth, lg: o.Logger, maxWait: o.MaxWatchWait, metrics: m, gatherer: o.Registry, retention: o.JournalRetention,
 	}, nil
 }
 
@@ -70,6 +71,9 @@ func (s *Server) Start(ctx context.Context) <-chan struct{} {
 		var wg sync.WaitGroup
 		wg.Go(func() { s.journaler.Run(ctx) })
 		wg.Go(func() { s.reconciler.Run(ctx) })
+		if s.retention > 0 {
+			wg.Go(func() { s.pruneJournals(ctx) })
+		}
 		wg.Wait()
 	}()
 	return done
@@ -85,6 +89,32 @@ type Server struct {
 	maxWait    time.Duration
 	metrics    *metrics
 	gatherer   prometheus.Gatherer
+	retention  uint64
+}
+
+// pruneJournals applies the journal retention every minute. Replicas may
+// prune at once: deleting an already deleted range is harmless.
+func (s *Server) pruneJournals(ctx context.Context) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		sts, err := s.st.Statuses(ctx)
+		if err != nil {
+			continue
+		}
+		for _, st := range sts {
+			if n, err := s.st.PruneJournal(ctx, st.ID, s.retention); err != nil {
+				s.lg.Warn("journal retention failed", "validator", st.ID, "error", err)
+			} else if n > 0 {
+				s.lg.Debug("journal pruned", "validator", st.ID, "entries", n)
+			}
+		}
+	}
 }
 
 // Handler returns the HTTP API.

@@ -263,3 +263,24 @@ func (j *Journaler) commit(ctx context.Context, batch []*pendingJournal) {
 	}
 	wg.Wait()
 }
+
+// PruneJournal deletes id's journal entries more than keep heights below its
+// quorum watermark (keep > 0) and returns how many it deleted. Entries at or
+// above the watermark are never touched, so pruning cannot weaken the
+// watermark check; it only shortens what the journal audit can look back on.
+func (s *Store) PruneJournal(ctx context.Context, id string, keep uint64) (int64, error) {
+	st, err := s.Status(ctx, id)
+	if err != nil || st.Watermark == nil || keep == 0 || st.Watermark.Height <= keep {
+		return 0, err
+	}
+	below := fencing.HRS{Height: st.Watermark.Height - keep}
+	var n int64
+	err = s.op(ctx, "journal_prune", func(ctx context.Context) error {
+		resp, err := s.cli.Delete(ctx, s.journalPrefix(st.ID), clientv3.WithRange(s.journalPrefix(st.ID)+below.JournalPath()[:20]))
+		if err == nil {
+			n = resp.Deleted
+		}
+		return err
+	})
+	return n, err
+}

@@ -479,3 +479,30 @@ func TestRenewAndReleaseRaiseWatermark(t *testing.T) {
 		t.Fatalf("Journal below the raised watermark = %v, want watermark", err)
 	}
 }
+
+func TestPruneJournal(t *testing.T) {
+	s := newStore(t, etcdtest.New(t, 1))
+	ctx := context.Background()
+	addValidator(t, s, "val-1", "region-a")
+	g, err := s.Acquire(ctx, "val-1", "region-a", "a-0", 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for h := uint64(1); h <= 20; h++ {
+		if _, err := journal(s, g.Lease, h, byte(h)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := s.PruneJournal(ctx, "val-1", 5)
+	if err != nil || n != 14 {
+		t.Fatalf("PruneJournal(keep 5) = %d, %v; want 14 deleted (heights 1-14)", n, err)
+	}
+	entries, err := s.JournalEntries(ctx, "val-1")
+	if err != nil || len(entries) != 6 || entries[0].HRS.Height != 15 {
+		t.Fatalf("after pruning: %d entries from %+v, %v; want heights 15-20", len(entries), entries, err)
+	}
+	// The watermark still refuses what was pruned.
+	if _, err := journal(s, g.Lease, 3, 99); fencing.CodeOf(err) != fencing.CodeWatermark {
+		t.Fatalf("Journal at a pruned height = %v, want watermark", err)
+	}
+}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # helm.sh runs helm at a pinned version, installing it with `go install` into a
-# cache directory the first time (about 2 minutes), with HOME and the helm
+# cache directory the first time (2 to 8 minutes), with HOME and the helm
 # config/cache/data directories in a temporary directory so that nothing is
 # read from or written to the caller's home.
 #
@@ -31,7 +31,7 @@ if [[ -z "${helm}" ]]; then
 		exec 9>"${bin}/.lock"
 		flock 9
 		if [[ ! -x "${helm}" ]]; then
-			echo "helm.sh: installing helm ${version} into ${bin} (about 2 minutes)" >&2
+			echo "helm.sh: installing helm ${version} into ${bin} (2 to 8 minutes)" >&2
 			GOBIN="${bin}" CGO_ENABLED=0 go install -trimpath -ldflags "${ldflags}" "helm.sh/helm/v3/cmd/helm@${version}" >&2
 		fi
 		exec 9>&-

@@ -80,7 +80,7 @@ func Binary(t testing.TB) string {
 	if p != "" && isExecutable(p) {
 		return p
 	}
-	t.Skipf("kube-apiserver %s not found (%s is unset and %s does not exist): run `%s=$(hack/kube-apiserver/build.sh)` (about 7 minutes once, then cached) to run this test",
+	t.Skipf("kube-apiserver %s not found (%s is unset and %s does not exist): run `%s=$(hack/kube-apiserver/build.sh)` (7 to 40 minutes once on 2 cores, then cached) to run this test",
 		Version, EnvBinary, p, EnvBinary)
 	return ""
 }

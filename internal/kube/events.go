@@ -139,9 +139,10 @@ func (r *EventRecorder) Record(ctx context.Context, ev fencing.Event) {
 	}
 }
 
-// Close stops accepting events, gives the queued ones until ctx ends to be
-// created, then stops the worker and returns. Events still queued are
-// dropped and counted in one log line.
+// Close stops accepting events, gives the queued ones until ctx ends (at
+// most the recorder's timeout, so that a shutdown never waits for an API
+// server that does not answer) to be created, then stops the worker and
+// returns. Events still queued are dropped and counted in one log line.
 func (r *EventRecorder) Close(ctx context.Context) {
 	r.mu.Lock()
 	if !r.closed {
@@ -149,6 +150,8 @@ func (r *EventRecorder) Close(ctx context.Context) {
 		close(r.queue)
 	}
 	r.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
 	select {
 	case <-r.done:
 		return

@@ -268,3 +268,35 @@ func TestPodFromEnv(t *testing.T) {
 		t.Errorf("PodFromEnv() without POD_NAME = %+v, want name h", got)
 	}
 }
+
+// Close never waits longer than the recorder's timeout, even with a
+// context that never ends and an API server that never answers.
+func TestCloseIsBounded(t *testing.T) {
+	c := fake.NewClientset()
+	release := make(chan struct{})
+	defer close(release)
+	c.PrependReactor("create", "events", func(k8stesting.Action) (bool, runtime.Object, error) {
+		<-release
+		return true, nil, context.DeadlineExceeded
+	})
+	r := NewEventRecorder(c, "fencing", WithTimeout(200*time.Millisecond))
+	for i := 0; i < 3; i++ {
+		r.Record(context.Background(), transition(fencing.EventGrant, time.Now()))
+	}
+	done := make(chan struct{})
+	go func() {
+		// The fake ignores contexts; unblock the reactor once Close gave up.
+		time.Sleep(400 * time.Millisecond)
+		release <- struct{}{}
+	}()
+	start := time.Now()
+	go func() { r.Close(context.Background()); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close(context.Background()) did not return")
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Close took %v, want about the 200ms timeout", d)
+	}
+}

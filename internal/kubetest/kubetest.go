@@ -3,7 +3,7 @@
 // 127.0.0.1 only.
 //
 // The kube-apiserver binary is built by hack/kube-apiserver/build.sh
-// (k8s.io/kubernetes v1.37.2, about 7 minutes on 2 cores, cached). Tests find
+// (k8s.io/kubernetes v1.37.2, 7 to 40 minutes on 2 cores, cached). Tests find
 // it through FENCE_KUBE_APISERVER or, failing that, in build.sh's default
 // cache directory; when neither has it the test is skipped with a message
 // saying how to build it. FENCE_KUBE_APISERVER set to a path that is not an

@@ -41,6 +41,9 @@ type SignResponse struct {
 func (s *Server) SigningHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/sign", s.sign)
+	s.typedRoutes(mux)
+	s.web3signerRoutes(mux)
+	s.clefRoutes(mux) // POST / only; the catch-all below answers everything else
 	s.healthRoutes(mux)
 	mux.Handle("GET /metrics", s.metricsHandler())
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

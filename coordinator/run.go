@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -77,7 +78,7 @@ func Run(ctx context.Context, cfg Config, lg hclog.Logger) error {
 			lg.Info("sidecar authentication on", "audience", cfg.AuthAudience, "bindings", kube.FormatBindings(bindings))
 		}
 		if cfg.EventsNamespace != "" {
-			rec := kube.NewEventRecorder(kc, cfg.EventsNamespace, kube.WithLogger(lg.Named("events")))
+			rec := kube.NewEventRecorder(kc, cfg.EventsNamespace, kube.WithLogger(lg.Named("events")), kube.WithRegarding(kube.PodFromEnv(os.Getenv)))
 			defer rec.Close(context.Background())
 			opts.OnTransition = func(ev fencing.Event) { rec.Record(context.Background(), ev) }
 		}

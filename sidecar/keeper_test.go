@@ -212,13 +212,17 @@ func TestLoadKeyRefusals(t *testing.T) {
 		if err := os.WriteFile(p, []byte(content), mode); err != nil {
 			t.Fatal(err)
 		}
+		if err := os.Chmod(p, mode); err != nil { // not subject to the umask
+			t.Fatal(err)
+		}
 		return p
 	}
 	hexKey := "4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318"
 	cases := []struct {
 		name, path, pw, want string
 	}{
-		{"group readable", write("k1", hexKey, 0o640), "", "readable by group or others"},
+		{"world readable", write("k1", hexKey, 0o604), "", "accessible to others"},
+		{"group writable", write("k0", hexKey, 0o660), "", "writable by its group"},
 		{"short", write("k2", "abcd", 0o600), "", "64 hex digits"},
 		{"not hex", write("k3", strings.Repeat("z", 64), 0o600), "", "not hex"},
 		{"keystore without password", write("k4", `{"version":3}`, 0o600), "", "--password-file"},
@@ -232,6 +236,9 @@ func TestLoadKeyRefusals(t *testing.T) {
 				t.Fatalf("LoadKey = %v, want an error containing %q and no key material", err, c.want)
 			}
 		})
+	}
+	if _, err := LoadKey(write("secret", hexKey, 0o440), ""); err != nil {
+		t.Fatalf("LoadKey(0440, as Kubernetes mounts a Secret with fsGroup) = %v", err)
 	}
 	k, err := LoadKey(write("good", "0x"+hexKey+"\n", 0o600), "")
 	if err != nil || k.Address.Hex() != "0x2c7536E3605D9C16a7a3D7b1898e529396a65c23" {

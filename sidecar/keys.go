@@ -30,15 +30,18 @@ func (k *Key) PublicKey() []byte { return crypto.FromECDSAPub(&k.priv.PublicKey)
 func (k *Key) sign(digest []byte) ([]byte, error) { return crypto.Sign(digest, k.priv) }
 
 // LoadKey reads a go-ethereum keystore V3 JSON file (with passwordFile) or a
-// file holding one hex private key. The key file must not be readable by
-// group or others; errors never contain key material.
+// file holding one hex private key. The key file must not be accessible to
+// others nor writable by its group; errors never contain key material.
 func LoadKey(path, passwordFile string) (*Key, error) {
 	st, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("key file: %w", err)
 	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("key file %s is readable by group or others (mode %04o); run chmod 600 %s", path, st.Mode().Perm(), path)
+	// Group read is allowed: a Kubernetes Secret mounted for a non-root
+	// container with fsGroup arrives as 0440 (kubernetes#57923). Anything
+	// for others, or group write, is refused.
+	if st.Mode().Perm()&0o027 != 0 {
+		return nil, fmt.Errorf("key file %s is accessible to others or writable by its group (mode %04o); run chmod 600 %s (0440 is fine for a Secret mounted with fsGroup)", path, st.Mode().Perm(), path)
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {

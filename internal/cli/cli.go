@@ -172,7 +172,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, getenv f
 }
 
 func commands() []command {
-	return []command{statusCommand(), addCommand(), freezeCommand(), bumpCommand(), historyCommand(), evidenceCommand()}
+	return []command{statusCommand(), addCommand(), freezeCommand(), bumpCommand(), historyCommand(), evidenceCommand(), drillCommand()}
 }
 
 func (e *env) usageError(err error) int {

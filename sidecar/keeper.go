@@ -225,6 +225,9 @@ func (k *LeaseKeeper) watch(ctx context.Context, l fencing.Lease) int64 {
 		_, rev, err := k.coord.WatchEpoch(ctx, l.Validator, l.EpochRevision, 30*time.Second)
 		if err != nil {
 			if ctx.Err() == nil {
+				// Renewals still bound the lease; the watch only makes the
+				// cooperative release fast.
+				k.lg.Warn("epoch watch failed; retrying", "error", err)
 				select {
 				case <-time.After(500 * time.Millisecond):
 				case <-ctx.Done():

@@ -13,7 +13,7 @@ import (
 	"github.com/ethereum/go-ethereum/crypto"
 
 	"github.com/validator-fencing/fencing/internal/api"
-	"github.com/validator-fencing/fencing/internal/audit"
+	"github.com/validator-fencing/fencing/internal/consensus"
 	"github.com/validator-fencing/fencing/internal/fencing"
 )
 
@@ -76,7 +76,7 @@ func FuzzHeaderSeal(f *testing.F) {
 			wantBadRequest(t, "qbft header", err)
 		} else {
 			h, _ := decodeHeader(raw)
-			x, err := audit.DecodeQBFTExtra(h.Extra)
+			x, err := consensus.DecodeQBFTExtra(h.Extra)
 			if err != nil || sl.HRS != (fencing.HRS{Height: h.Number.Uint64(), Round: x.Round, Step: fencing.StepCommit}) || sl.HRS.Height == 0 {
 				t.Fatalf("qbft seal HRS %v for header %d round %+v (%v)", sl.HRS, h.Number, x, err)
 			}

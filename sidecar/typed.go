@@ -11,7 +11,7 @@ import (
 	"github.com/ethereum/go-ethereum/crypto"
 
 	"github.com/validator-fencing/fencing/internal/api"
-	"github.com/validator-fencing/fencing/internal/audit"
+	"github.com/validator-fencing/fencing/internal/consensus"
 	"github.com/validator-fencing/fencing/internal/fencing"
 )
 
@@ -93,7 +93,7 @@ func decodeHeader(raw []byte) (*types.Header, error) {
 	if len(raw) == 0 {
 		return nil, fencing.Errorf(fencing.CodeBadRequest, "header is empty: send the RLP of the block header as hex")
 	}
-	h, err := audit.DecodeHeaderRLP(raw)
+	h, err := consensus.DecodeHeaderRLP(raw)
 	if err != nil {
 		return nil, fencing.Errorf(fencing.CodeBadRequest, "header is not the RLP of a block header: %v", err)
 	}
@@ -106,10 +106,10 @@ func decodeHeader(raw []byte) (*types.Header, error) {
 // cliqueSeal is the Clique (EIP-225) seal of h: HRS (number, 0, block) over
 // the seal hash, which leaves out the last 65 bytes of extraData (the seal).
 func cliqueSeal(h *types.Header) (seal, error) {
-	if h.MixDigest == audit.IstanbulDigest {
+	if h.MixDigest == consensus.IstanbulDigest {
 		return seal{}, fencing.Errorf(fencing.CodeBadRequest, "header has the Istanbul mixHash of a QBFT or IBFT 2.0 block, not a Clique header; use /v1/sign/qbft-commit")
 	}
-	d, err := audit.CliqueSealHash(h)
+	d, err := consensus.CliqueSealHash(h)
 	if err != nil {
 		return seal{}, fencing.Errorf(fencing.CodeBadRequest, "header is not a Clique header: %v", err)
 	}
@@ -120,14 +120,14 @@ func cliqueSeal(h *types.Header) (seal, error) {
 // commit) over keccak of the header whose extraData has the seal list
 // emptied and the round kept.
 func qbftCommitSeal(h *types.Header) (seal, error) {
-	if h.MixDigest != audit.IstanbulDigest {
+	if h.MixDigest != consensus.IstanbulDigest {
 		return seal{}, fencing.Errorf(fencing.CodeBadRequest, "header mixHash %s is not the Istanbul digest every QBFT block carries", h.MixDigest)
 	}
-	x, err := audit.DecodeQBFTExtra(h.Extra)
+	x, err := consensus.DecodeQBFTExtra(h.Extra)
 	if err != nil {
 		return seal{}, fencing.Errorf(fencing.CodeBadRequest, "header extraData is not QBFT extraData: %v", err)
 	}
-	d, err := audit.CommittedSealHash(h, audit.ConsensusQBFT)
+	d, err := consensus.CommittedSealHash(h, consensus.ConsensusQBFT)
 	if err != nil {
 		return seal{}, fencing.Errorf(fencing.CodeBadRequest, "header extraData is not QBFT extraData: %v", err)
 	}

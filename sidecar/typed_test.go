@@ -29,7 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/validator-fencing/fencing/internal/api"
-	"github.com/validator-fencing/fencing/internal/audit"
+	"github.com/validator-fencing/fencing/internal/consensus"
 	"github.com/validator-fencing/fencing/internal/fencetest"
 	"github.com/validator-fencing/fencing/internal/fencing"
 	"github.com/validator-fencing/fencing/internal/flagenv"
@@ -225,7 +225,7 @@ func qbftTestHeader(t testing.TB, number, round, time uint64, validators []commo
 		ParentHash: common.BytesToHash(crypto.Keccak256(big.NewInt(int64(number)).Bytes())), UncleHash: types.EmptyUncleHash,
 		Coinbase: validators[0], Root: types.EmptyRootHash, TxHash: types.EmptyTxsHash, ReceiptHash: types.EmptyReceiptsHash,
 		Difficulty: big.NewInt(1), Number: new(big.Int).SetUint64(number), GasLimit: 30_000_000, Time: time,
-		Extra: qbftExtra(t, validators, round, nil), MixDigest: audit.IstanbulDigest, BaseFee: big.NewInt(0),
+		Extra: qbftExtra(t, validators, round, nil), MixDigest: consensus.IstanbulDigest, BaseFee: big.NewInt(0),
 	}
 }
 
@@ -277,7 +277,7 @@ func TestTypedCliqueSeal(t *testing.T) {
 			// Seal the header and verify it as the chain audit does: the block
 			// hash covers the seal, and the recovered proposer is our key.
 			copy(h.Extra[len(h.Extra)-65:], sig)
-			sh, err := audit.VerifyHeader(h, h.Hash(), audit.ConsensusClique)
+			sh, err := consensus.VerifyHeader(h, h.Hash(), consensus.ConsensusClique)
 			if err != nil || sh.Proposer != r.address(0) {
 				t.Fatalf("VerifyHeader(sealed) = %+v, %v, want proposer %s", sh, err, r.address(0))
 			}
@@ -296,14 +296,14 @@ func TestTypedQBFTCommitSeal(t *testing.T) {
 	if res.HRS != (fencing.HRS{Height: n, Round: 2, Step: fencing.StepCommit}) || res.Digest != fencing.Digest(h.Hash()) {
 		t.Fatalf("qbft commit seal = %v %s, want %d/2/commit %s", res.HRS, res.Digest, n, h.Hash())
 	}
-	// Put the seal into extraData and recover it with the chain audit.
+	// Put the seal into extraData and recover it with the chain consensus.
 	sealed := types.CopyHeader(h)
 	sealed.Extra = qbftExtra(t, validators, 2, [][]byte{sig})
-	reported, err := audit.BlockHash(sealed, audit.ConsensusQBFT)
+	reported, err := consensus.BlockHash(sealed, consensus.ConsensusQBFT)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sh, err := audit.VerifyHeader(sealed, reported, audit.ConsensusQBFT)
+	sh, err := consensus.VerifyHeader(sealed, reported, consensus.ConsensusQBFT)
 	if err != nil || len(sh.Seals) != 1 || sh.Seals[0].Signer != r.address(0) || sh.Round != 2 {
 		t.Fatalf("VerifyHeader(sealed) = %+v, %v, want one seal by %s at round 2", sh, err, r.address(0))
 	}
@@ -479,7 +479,7 @@ func loadRealBlock(t testing.TB, file string) realBlock {
 			f.Header["hash"] = common.Hash{}.Hex() // not stated by the source; unused here
 		}
 		j, _ := json.Marshal(f.Header)
-		h, _, err := audit.DecodeHeaderJSON(j)
+		h, _, err := consensus.DecodeHeaderJSON(j)
 		if err != nil {
 			t.Fatalf("%s: %v", file, err)
 		}

@@ -12,12 +12,13 @@ import (
 
 	"github.com/ethereum/go-ethereum/common"
 
+	"github.com/validator-fencing/fencing/internal/consensus"
 	"github.com/validator-fencing/fencing/internal/fencing"
 )
 
 // recordHeaders builds n distinct sealed headers as eth_getBlockByNumber
 // JSON, the form the audit reads them in.
-func recordHeaders(b *testing.B, c Consensus, n int) []json.RawMessage {
+func recordHeaders(b *testing.B, c consensus.Consensus, n int) []json.RawMessage {
 	b.Helper()
 	keys := []*ecdsa.PrivateKey{testKey(b, 1), testKey(b, 2), testKey(b, 3), testKey(b, 4)}
 	vals := []common.Address{addr(keys[0]), addr(keys[1]), addr(keys[2]), addr(keys[3])}
@@ -25,7 +26,7 @@ func recordHeaders(b *testing.B, c Consensus, n int) []json.RawMessage {
 	var parent common.Hash
 	for i := 1; i <= n; i++ {
 		var raw json.RawMessage
-		if c == ConsensusClique {
+		if c == consensus.ConsensusClique {
 			h, hash := cliqueHeader(b, uint64(i), parent, 0, keys[i%3])
 			raw, parent = headerJSON(h, hash), hash
 		} else {
@@ -39,10 +40,10 @@ func recordHeaders(b *testing.B, c Consensus, n int) []json.RawMessage {
 
 // auditRecorded runs the detector pipeline on recorded headers: decode,
 // verify the hash, recover every seal (on all cores), feed the detector.
-func auditRecorded(b *testing.B, raws []json.RawMessage, c Consensus) (headers, seals int) {
+func auditRecorded(b *testing.B, raws []json.RawMessage, c consensus.Consensus) (headers, seals int) {
 	workers := runtime.GOMAXPROCS(0)
 	type res struct {
-		sh  *SealedHeader
+		sh  *consensus.SealedHeader
 		err error
 	}
 	results := make([]res, len(raws))
@@ -57,12 +58,12 @@ func auditRecorded(b *testing.B, raws []json.RawMessage, c Consensus) (headers, 
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				h, reported, err := DecodeHeaderJSON(raws[i])
+				h, reported, err := consensus.DecodeHeaderJSON(raws[i])
 				if err != nil {
 					results[i] = res{err: err}
 					continue
 				}
-				sh, err := VerifyHeader(h, reported, c)
+				sh, err := consensus.VerifyHeader(h, reported, c)
 				results[i] = res{sh: sh, err: err}
 			}
 		}()
@@ -92,14 +93,14 @@ func auditRecorded(b *testing.B, raws []json.RawMessage, c Consensus) (headers, 
 func BenchmarkDetector(b *testing.B) {
 	for _, tc := range []struct {
 		name string
-		c    Consensus
-	}{{"clique", ConsensusClique}, {"qbft-3-seals", ConsensusQBFT}, {"ibft2-3-seals", ConsensusIBFT2}} {
+		c    consensus.Consensus
+	}{{"clique", consensus.ConsensusClique}, {"qbft-3-seals", consensus.ConsensusQBFT}, {"ibft2-3-seals", consensus.ConsensusIBFT2}} {
 		b.Run(tc.name, func(b *testing.B) {
 			raws := recordHeaders(b, tc.c, 2000)
 			var headers, seals int
 			start, cpu0 := time.Now(), cpuTime()
 			for b.Loop() {
-				h, s := auditRecorded(b, raws, ConsensusAuto)
+				h, s := auditRecorded(b, raws, consensus.ConsensusAuto)
 				headers += h
 				seals += s
 			}
@@ -115,7 +116,7 @@ func BenchmarkDetector(b *testing.B) {
 // against local go-ethereum JSON-RPC servers (two endpoints serving one
 // chain, the usual two-region setup).
 func BenchmarkChainAudit(b *testing.B) {
-	raws := recordHeaders(b, ConsensusClique, 2000)
+	raws := recordHeaders(b, consensus.ConsensusClique, 2000)
 	svc := newChainService()
 	for i, r := range raws {
 		svc.put(uint64(i+1), r)

@@ -16,6 +16,7 @@ import (
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/ethereum/go-ethereum/rpc"
 
+	"github.com/validator-fencing/fencing/internal/consensus"
 	"github.com/validator-fencing/fencing/internal/fencing"
 )
 
@@ -33,7 +34,7 @@ type ChainConfig struct {
 	To    uint64
 	HasTo bool
 	// Consensus is the sealing format, ConsensusAuto by default.
-	Consensus Consensus
+	Consensus consensus.Consensus
 	// Checkpoint, when set, is a file where progress and findings are saved
 	// after every window of heights; a run with the same endpoints, format
 	// and range resumes from it.
@@ -80,7 +81,7 @@ const (
 
 func (c ChainConfig) withDefaults() ChainConfig {
 	if c.Consensus == "" {
-		c.Consensus = ConsensusAuto
+		c.Consensus = consensus.ConsensusAuto
 	}
 	if c.Concurrency == 0 {
 		c.Concurrency = defaultConcurrency
@@ -121,7 +122,7 @@ func (c ChainConfig) Validate() error {
 		}
 		seen[e] = true
 	}
-	if _, err := ParseConsensus(string(c.Consensus)); c.Consensus != "" && err != nil {
+	if _, err := consensus.ParseConsensus(string(c.Consensus)); c.Consensus != "" && err != nil {
 		errs = append(errs, err.Error())
 	}
 	if c.HasTo && c.To < c.From {
@@ -166,7 +167,7 @@ type endpoint struct {
 type headerResult struct {
 	ep     *endpoint
 	height uint64
-	sealed *SealedHeader
+	sealed *consensus.SealedHeader
 	err    error
 	// transport is set when err is a request failure (timeout, garbage,
 	// JSON-RPC error) rather than a bad or missing header.
@@ -218,7 +219,7 @@ type chainAudit struct {
 
 func (a *chainAudit) run(ctx context.Context) (*Report, error) {
 	cfg := a.cfg
-	r := &Report{Kind: "chain", Consensus: cfg.Consensus, Formats: map[Consensus]int{}}
+	r := &Report{Kind: "chain", Consensus: cfg.Consensus, Formats: map[consensus.Consensus]int{}}
 	for _, ep := range a.eps {
 		r.Endpoints = append(r.Endpoints, ep.url)
 	}
@@ -459,12 +460,12 @@ func (a *chainAudit) collect(d *Detector, seen map[uint64]map[common.Hash][]stri
 	r := a.report
 	if res.err != nil {
 		reason := res.err.Error()
-		var hm *HashMismatchError
+		var hm *consensus.HashMismatchError
 		switch {
 		case errors.As(res.err, &hm):
 			res.ep.bad++
 			reason = "bad header: " + reason
-		case errors.Is(res.err, ErrNoBlock):
+		case errors.Is(res.err, consensus.ErrNoBlock):
 		case !res.transport:
 			res.ep.bad++
 			reason = "bad header: " + reason
@@ -480,7 +481,7 @@ func (a *chainAudit) collect(d *Detector, seen map[uint64]map[common.Hash][]stri
 	}
 	seen[sh.Number][sh.Hash] = append(seen[sh.Number][sh.Hash], res.ep.url)
 	step, round := fencing.StepCommit, sh.Round
-	if sh.Consensus == ConsensusClique {
+	if sh.Consensus == consensus.ConsensusClique {
 		step, round = fencing.StepBlock, 0
 	}
 	proposer := ""
@@ -599,7 +600,7 @@ func (a *chainAudit) fetch(ctx context.Context, ep *endpoint, from, to uint64) [
 // verify decodes and checks one served header.
 func (a *chainAudit) verify(ep *endpoint, height uint64, raw json.RawMessage) headerResult {
 	res := headerResult{ep: ep, height: height}
-	h, reported, err := DecodeHeaderJSON(raw)
+	h, reported, err := consensus.DecodeHeaderJSON(raw)
 	if err != nil {
 		res.err = err
 		return res
@@ -608,7 +609,7 @@ func (a *chainAudit) verify(ep *endpoint, height uint64, raw json.RawMessage) he
 		res.err = fmt.Errorf("asked for block %d, got block %d (hash %s)", height, n, reported.Hex())
 		return res
 	}
-	res.sealed, res.err = verifyHeader(h, reported, a.cfg.Consensus, a.recoverCached)
+	res.sealed, res.err = consensus.VerifyHeaderWith(h, reported, a.cfg.Consensus, a.recoverCached)
 	return res
 }
 
@@ -622,7 +623,7 @@ func (a *chainAudit) recoverCached(hash common.Hash, sig []byte) (common.Address
 	if ok {
 		return addr, nil
 	}
-	addr, err := recoverSigner(hash, sig)
+	addr, err := consensus.RecoverSigner(hash, sig)
 	if err != nil {
 		return addr, err
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/ethereum/go-ethereum/common"
 
+	"github.com/validator-fencing/fencing/internal/consensus"
 	"github.com/validator-fencing/fencing/internal/fencing"
 )
 
@@ -91,7 +92,7 @@ func TestChainCliqueEquivocation(t *testing.T) {
 	if r.ExitCode() != ExitDuplicates || len(r.Unaudited) != 0 {
 		t.Errorf("exit %d, unaudited %+v; want 1 and none", r.ExitCode(), r.Unaudited)
 	}
-	if r.Headers != 40 || r.Formats[ConsensusClique] != 40 {
+	if r.Headers != 40 || r.Formats[consensus.ConsensusClique] != 40 {
 		t.Errorf("headers = %d formats = %v, want 40 clique", r.Headers, r.Formats)
 	}
 	// The evidence names both hashes, both signatures and the endpoint of each.
@@ -125,7 +126,7 @@ func TestChainCliqueEquivocation(t *testing.T) {
 // sharing V2 and V3 with the first; at 17..20 the second branch is committed
 // by V3 alone and the first by V0..V2.
 func TestChainBFTEquivocation(t *testing.T) {
-	for _, c := range []Consensus{ConsensusQBFT, ConsensusIBFT2} {
+	for _, c := range []consensus.Consensus{consensus.ConsensusQBFT, consensus.ConsensusIBFT2} {
 		t.Run(string(c), func(t *testing.T) {
 			keys := []*ecdsa.PrivateKey{testKey(t, 10), testKey(t, 11), testKey(t, 12), testKey(t, 13)}
 			vals := []common.Address{addr(keys[0]), addr(keys[1]), addr(keys[2]), addr(keys[3])}
@@ -163,7 +164,7 @@ func TestChainBFTEquivocation(t *testing.T) {
 				pb = hashB
 			}
 			urlA, urlB := serve(t, a), serve(t, b)
-			for _, force := range []Consensus{ConsensusAuto, c} {
+			for _, force := range []consensus.Consensus{consensus.ConsensusAuto, c} {
 				cfg := fastConfig(urlA, urlB)
 				cfg.Consensus = force
 				r, err := AuditChain(context.Background(), cfg)
@@ -503,7 +504,7 @@ func TestCheckpointRestoreDropsProjectedRanges(t *testing.T) {
 		{Endpoint: "c", From: u64(10), To: u64(20), Reason: "given up"},
 		{Endpoint: "quorum", Reason: "down"},
 	}}
-	r := &Report{Formats: map[Consensus]int{}}
+	r := &Report{Formats: map[consensus.Consensus]int{}}
 	cp.restore(r)
 	var got []string
 	for _, u := range r.Unaudited {

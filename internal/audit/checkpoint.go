@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+
+	"github.com/validator-fencing/fencing/internal/consensus"
 )
 
 // checkpointVersion changes when the file format does.
@@ -18,18 +20,18 @@ const checkpointVersion = 1
 // were audited on every endpoint still in use, so a resumed run loses
 // nothing.
 type checkpoint struct {
-	Version    int               `json:"version"`
-	Endpoints  []string          `json:"endpoints"`
-	Consensus  Consensus         `json:"consensus"`
-	From       uint64            `json:"from"`
-	To         uint64            `json:"to"`
-	Next       uint64            `json:"next"`
-	Headers    int64             `json:"headers"`
-	Signatures int64             `json:"signatures"`
-	Formats    map[Consensus]int `json:"formats"`
-	Duplicates []Duplicate       `json:"duplicates"`
-	Unaudited  []Unaudited       `json:"unaudited"`
-	Warnings   []string          `json:"warnings"`
+	Version    int                         `json:"version"`
+	Endpoints  []string                    `json:"endpoints"`
+	Consensus  consensus.Consensus         `json:"consensus"`
+	From       uint64                      `json:"from"`
+	To         uint64                      `json:"to"`
+	Next       uint64                      `json:"next"`
+	Headers    int64                       `json:"headers"`
+	Signatures int64                       `json:"signatures"`
+	Formats    map[consensus.Consensus]int `json:"formats"`
+	Duplicates []Duplicate                 `json:"duplicates"`
+	Unaudited  []Unaudited                 `json:"unaudited"`
+	Warnings   []string                    `json:"warnings"`
 }
 
 func newCheckpoint(cfg ChainConfig, from, to, next uint64, r *Report) *checkpoint {

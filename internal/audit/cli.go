@@ -9,6 +9,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/validator-fencing/fencing/internal/consensus"
 )
 
 const usageTop = `Usage: fencectl audit <journal|chain> [flags]
@@ -172,7 +174,7 @@ func runChain(ctx context.Context, args []string, stdout, stderr io.Writer) (*Re
 	fs.Var(&rpcs, "rpc", "JSON-RPC endpoint URL; repeat for several nodes (required)")
 	from := fs.Uint64("from", 1, "first block height")
 	to := fs.Uint64("to", 0, "last block height (default: the lowest head among the endpoints)")
-	consensus := fs.String("consensus", "auto", "sealing format: auto, clique, qbft or ibft2")
+	consensusFlag := fs.String("consensus", "auto", "sealing format: auto, clique, qbft or ibft2")
 	ckpt := fs.String("checkpoint", "", "file to save progress and findings to, and to resume from")
 	concurrency := fs.Int("concurrency", defaultConcurrency, "batch requests in flight at once (1-64)")
 	batch := fs.Int("batch", defaultBatch, "headers per JSON-RPC batch (1-1000)")
@@ -192,7 +194,7 @@ func runChain(ctx context.Context, args []string, stdout, stderr io.Writer) (*Re
 	if len(rpcs) == 0 {
 		problems = append(problems, "at least one --rpc URL is required")
 	}
-	c, err := ParseConsensus(*consensus)
+	c, err := consensus.ParseConsensus(*consensusFlag)
 	if err != nil {
 		problems = append(problems, "--"+err.Error())
 	}

@@ -18,6 +18,8 @@ import (
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/ethereum/go-ethereum/rlp"
 	"github.com/ethereum/go-ethereum/rpc"
+
+	"github.com/validator-fencing/fencing/internal/consensus"
 )
 
 // testKey returns a fixed key so that test runs are reproducible.
@@ -50,9 +52,9 @@ func baseHeader(number uint64, parent common.Hash, salt byte) *types.Header {
 func cliqueHeader(t testing.TB, number uint64, parent common.Hash, salt byte, signer *ecdsa.PrivateKey) (*types.Header, common.Hash) {
 	t.Helper()
 	h := baseHeader(number, parent, salt)
-	h.Extra = make([]byte, vanityLength+sealLength)
+	h.Extra = make([]byte, consensus.VanityLength+consensus.SealLength)
 	h.Extra[0] = salt
-	sh, err := CliqueSealHash(h)
+	sh, err := consensus.CliqueSealHash(h)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,20 +62,20 @@ func cliqueHeader(t testing.TB, number uint64, parent common.Hash, salt byte, si
 	if err != nil {
 		t.Fatal(err)
 	}
-	copy(h.Extra[vanityLength:], sig)
+	copy(h.Extra[consensus.VanityLength:], sig)
 	return h, h.Hash()
 }
 
 // bftHeader builds a QBFT or IBFT 2.0 header proposed by coinbase in round
 // and committed by committers, following Besu's codecs.
-func bftHeader(t testing.TB, c Consensus, number uint64, parent common.Hash, salt byte, round uint64,
+func bftHeader(t testing.TB, c consensus.Consensus, number uint64, parent common.Hash, salt byte, round uint64,
 	validators []common.Address, coinbase common.Address, committers []*ecdsa.PrivateKey) (*types.Header, common.Hash) {
 	t.Helper()
 	h := baseHeader(number, parent, salt)
 	h.Difficulty = big.NewInt(1)
-	h.MixDigest = IstanbulDigest
+	h.MixDigest = consensus.IstanbulDigest
 	h.Coinbase = coinbase
-	vanity := make([]byte, vanityLength)
+	vanity := make([]byte, consensus.VanityLength)
 	vanity[0] = salt
 	vals := make([][]byte, len(validators))
 	for i, v := range validators {
@@ -81,10 +83,10 @@ func bftHeader(t testing.TB, c Consensus, number uint64, parent common.Hash, sal
 	}
 	var vote, roundItem []byte
 	switch c {
-	case ConsensusQBFT:
+	case consensus.ConsensusQBFT:
 		vote = []byte{0xc0}
 		roundItem, _ = rlp.EncodeToBytes(round)
-	case ConsensusIBFT2:
+	case consensus.ConsensusIBFT2:
 		vote = []byte{0x80}
 		roundItem, _ = rlp.EncodeToBytes([]byte{byte(round >> 24), byte(round >> 16), byte(round >> 8), byte(round)})
 	}
@@ -96,7 +98,7 @@ func bftHeader(t testing.TB, c Consensus, number uint64, parent common.Hash, sal
 		return out
 	}
 	h.Extra = enc([][]byte{})
-	sealHash, err := CommittedSealHash(h, c)
+	sealHash, err := consensus.CommittedSealHash(h, c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +111,7 @@ func bftHeader(t testing.TB, c Consensus, number uint64, parent common.Hash, sal
 		seals = append(seals, sig)
 	}
 	h.Extra = enc(seals)
-	hash, err := BlockHash(h, c)
+	hash, err := consensus.BlockHash(h, c)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,8 @@ import (
 	"github.com/ethereum/go-ethereum/common/hexutil"
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/rlp"
+
+	"github.com/validator-fencing/fencing/internal/consensus"
 )
 
 // The fixtures in testdata/real were produced by others (see
@@ -29,7 +31,7 @@ type realFixture struct {
 		Signer             *common.Address           `json:"signer"`
 		SignerIn           []common.Address          `json:"signer_in"`
 		HeaderSigners      []common.Address          `json:"header_signers"`
-		Consensus          Consensus                 `json:"consensus"`
+		Consensus          consensus.Consensus       `json:"consensus"`
 		Round              *uint64                   `json:"round"`
 		Seals              json.RawMessage           `json:"seals"`
 		CommittersSubsetOf []common.Address          `json:"committers_subset_of"`
@@ -37,7 +39,7 @@ type realFixture struct {
 		Validators         []common.Address          `json:"validators"`
 		GenesisHash        *common.Hash              `json:"genesis_hash"`
 		InTurnSigner       map[string]common.Address `json:"in_turn_signer"`
-		Vote               *Vote                     `json:"vote"`
+		Vote               *consensus.Vote           `json:"vote"`
 	} `json:"expect"`
 }
 
@@ -61,16 +63,16 @@ func TestRealHeaders(t *testing.T) {
 	tests := []struct {
 		name    string
 		fixture string
-		force   Consensus
+		force   consensus.Consensus
 	}{
-		{name: "rinkeby 30000 (besu)", fixture: "clique_rinkeby_30000.json", force: ConsensusAuto},
-		{name: "rinkeby 30000 forced clique", fixture: "clique_rinkeby_30000.json", force: ConsensusClique},
-		{name: "rinkeby 269 (nethermind)", fixture: "clique_rinkeby_269.json", force: ConsensusAuto},
-		{name: "ibft2 quickstart block 1", fixture: "ibft2_quickstart_block1.json", force: ConsensusAuto},
-		{name: "ibft2 quickstart block 1 forced", fixture: "ibft2_quickstart_block1.json", force: ConsensusIBFT2},
-		{name: "ibft2 orchestrate block 0x1310", fixture: "ibft2_orchestrate_block4880.json", force: ConsensusAuto},
-		{name: "qbft besu genesis", fixture: "qbft_besu_genesis.json", force: ConsensusAuto},
-		{name: "qbft besu genesis forced", fixture: "qbft_besu_genesis.json", force: ConsensusQBFT},
+		{name: "rinkeby 30000 (besu)", fixture: "clique_rinkeby_30000.json", force: consensus.ConsensusAuto},
+		{name: "rinkeby 30000 forced clique", fixture: "clique_rinkeby_30000.json", force: consensus.ConsensusClique},
+		{name: "rinkeby 269 (nethermind)", fixture: "clique_rinkeby_269.json", force: consensus.ConsensusAuto},
+		{name: "ibft2 quickstart block 1", fixture: "ibft2_quickstart_block1.json", force: consensus.ConsensusAuto},
+		{name: "ibft2 quickstart block 1 forced", fixture: "ibft2_quickstart_block1.json", force: consensus.ConsensusIBFT2},
+		{name: "ibft2 orchestrate block 0x1310", fixture: "ibft2_orchestrate_block4880.json", force: consensus.ConsensusAuto},
+		{name: "qbft besu genesis", fixture: "qbft_besu_genesis.json", force: consensus.ConsensusAuto},
+		{name: "qbft besu genesis forced", fixture: "qbft_besu_genesis.json", force: consensus.ConsensusQBFT},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -86,20 +88,20 @@ func TestRealHeaders(t *testing.T) {
 				m["hash"] = common.Hash{}.Hex()
 				raw, _ = json.Marshal(m)
 			}
-			h, reported, err := DecodeHeaderJSON(raw)
+			h, reported, err := consensus.DecodeHeaderJSON(raw)
 			if err != nil {
 				t.Fatalf("DecodeHeaderJSON: %v", err)
 			}
 			if f.Expect.SealHash != nil {
-				got, err := CliqueSealHash(h)
+				got, err := consensus.CliqueSealHash(h)
 				if err != nil || got != *f.Expect.SealHash {
-					t.Errorf("CliqueSealHash = %s, %v; want %s", got.Hex(), err, f.Expect.SealHash.Hex())
+					t.Errorf("consensus.CliqueSealHash = %s, %v; want %s", got.Hex(), err, f.Expect.SealHash.Hex())
 				}
-				x, err := DecodeCliqueExtra(h.Extra)
+				x, err := consensus.DecodeCliqueExtra(h.Extra)
 				if err != nil {
 					t.Fatal(err)
 				}
-				signer, err := recoverSigner(got, x.Seal)
+				signer, err := consensus.RecoverSigner(got, x.Seal)
 				if err != nil || (f.Expect.Signer != nil && signer != *f.Expect.Signer) {
 					t.Errorf("signer = %s, %v; want %s", signer.Hex(), err, f.Expect.Signer.Hex())
 				}
@@ -110,9 +112,9 @@ func TestRealHeaders(t *testing.T) {
 			if reported != *f.Expect.Hash {
 				t.Fatalf("fixture hash %s differs from expect %s", reported.Hex(), f.Expect.Hash.Hex())
 			}
-			sh, err := VerifyHeader(h, reported, tc.force)
+			sh, err := consensus.VerifyHeader(h, reported, tc.force)
 			if err != nil {
-				t.Fatalf("VerifyHeader(%s) = %v", tc.force, err)
+				t.Fatalf("consensus.VerifyHeader(%s) = %v", tc.force, err)
 			}
 			if sh.Hash != *f.Expect.Hash {
 				t.Errorf("hash = %s, want %s", sh.Hash.Hex(), f.Expect.Hash.Hex())
@@ -165,22 +167,22 @@ func TestRealHeaderWrongFormat(t *testing.T) {
 	tests := []struct {
 		name    string
 		fixture string
-		force   Consensus
+		force   consensus.Consensus
 	}{
-		{name: "ibft2 as qbft", fixture: "ibft2_quickstart_block1.json", force: ConsensusQBFT},
-		{name: "ibft2 as clique", fixture: "ibft2_orchestrate_block4880.json", force: ConsensusClique},
-		{name: "clique as ibft2", fixture: "clique_rinkeby_30000.json", force: ConsensusIBFT2},
-		{name: "qbft genesis as ibft2", fixture: "qbft_besu_genesis.json", force: ConsensusIBFT2},
+		{name: "ibft2 as qbft", fixture: "ibft2_quickstart_block1.json", force: consensus.ConsensusQBFT},
+		{name: "ibft2 as clique", fixture: "ibft2_orchestrate_block4880.json", force: consensus.ConsensusClique},
+		{name: "clique as ibft2", fixture: "clique_rinkeby_30000.json", force: consensus.ConsensusIBFT2},
+		{name: "qbft genesis as ibft2", fixture: "qbft_besu_genesis.json", force: consensus.ConsensusIBFT2},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			f := loadReal(t, tc.fixture)
-			h, reported, err := DecodeHeaderJSON(f.Header)
+			h, reported, err := consensus.DecodeHeaderJSON(f.Header)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if sh, err := VerifyHeader(h, reported, tc.force); err == nil {
-				t.Errorf("VerifyHeader(%s) = %+v, want an error", tc.force, sh)
+			if sh, err := consensus.VerifyHeader(h, reported, tc.force); err == nil {
+				t.Errorf("consensus.VerifyHeader(%s) = %+v, want an error", tc.force, sh)
 			}
 		})
 	}
@@ -219,12 +221,12 @@ func TestRealRinkebyChain(t *testing.T) {
 			} else {
 				reported = h.Hash() // last block: no child in the fixture
 			}
-			sh, err := VerifyHeader(h, reported, ConsensusAuto)
+			sh, err := consensus.VerifyHeader(h, reported, consensus.ConsensusAuto)
 			if err != nil {
-				t.Fatalf("VerifyHeader = %v", err)
+				t.Fatalf("consensus.VerifyHeader = %v", err)
 			}
-			if sh.Consensus != ConsensusClique || len(sh.Seals) != 1 {
-				t.Fatalf("VerifyHeader = %+v", sh)
+			if sh.Consensus != consensus.ConsensusClique || len(sh.Seals) != 1 {
+				t.Fatalf("consensus.VerifyHeader = %+v", sh)
 			}
 			signer := sh.Seals[0].Signer
 			if !slices.Contains(f.Expect.SignerIn, signer) {
@@ -245,9 +247,9 @@ func TestRealRinkebyChain(t *testing.T) {
 // TestRealQBFTExtraData decodes Besu's QbftExtraDataCodecTest vector.
 func TestRealQBFTExtraData(t *testing.T) {
 	f := loadReal(t, "qbft_besu_extradata_codec.json")
-	x, err := DecodeQBFTExtra(f.ExtraData)
+	x, err := consensus.DecodeQBFTExtra(f.ExtraData)
 	if err != nil {
-		t.Fatalf("DecodeQBFTExtra = %v", err)
+		t.Fatalf("consensus.DecodeQBFTExtra = %v", err)
 	}
 	if !slices.Equal(x.Validators, f.Expect.Validators) {
 		t.Errorf("validators = %v, want %v", x.Validators, f.Expect.Validators)
@@ -275,8 +277,8 @@ func TestRealQBFTExtraData(t *testing.T) {
 		}
 	}
 	// The same bytes are not IBFT 2.0 extraData (round is 3 bytes, not 4).
-	if _, err := DecodeIBFT2Extra(f.ExtraData); err == nil || !strings.Contains(err.Error(), "round") {
-		t.Errorf("DecodeIBFT2Extra = %v, want a round error", err)
+	if _, err := consensus.DecodeIBFT2Extra(f.ExtraData); err == nil || !strings.Contains(err.Error(), "round") {
+		t.Errorf("consensus.DecodeIBFT2Extra = %v, want a round error", err)
 	}
 }
 
@@ -304,18 +306,18 @@ func TestRealQBFTCommittedSeals(t *testing.T) {
 	if err := json.Unmarshal(b, &f); err != nil {
 		t.Fatal(err)
 	}
-	h, err := DecodeHeaderRLP(f.HeaderRLP)
+	h, err := consensus.DecodeHeaderRLP(f.HeaderRLP)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h.Number.Uint64() != f.Expect.Number || h.Time != f.Expect.Timestamp || h.Root != f.Expect.StateRoot || h.MixDigest != IstanbulDigest {
+	if h.Number.Uint64() != f.Expect.Number || h.Time != f.Expect.Timestamp || h.Root != f.Expect.StateRoot || h.MixDigest != consensus.IstanbulDigest {
 		t.Fatalf("header fields %v %d %s %s differ from the source", h.Number, h.Time, h.Root, h.MixDigest)
 	}
-	got, err := CommittedSealHash(h, ConsensusQBFT)
+	got, err := consensus.CommittedSealHash(h, consensus.ConsensusQBFT)
 	if err != nil || got != f.Expect.CommittedSealHash {
-		t.Fatalf("CommittedSealHash = %s, %v; want %s", got.Hex(), err, f.Expect.CommittedSealHash.Hex())
+		t.Fatalf("consensus.CommittedSealHash = %s, %v; want %s", got.Hex(), err, f.Expect.CommittedSealHash.Hex())
 	}
-	x, err := DecodeQBFTExtra(h.Extra)
+	x, err := consensus.DecodeQBFTExtra(h.Extra)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -324,13 +326,13 @@ func TestRealQBFTCommittedSeals(t *testing.T) {
 	}
 	// The source states no block hash; VerifyHeader with the on-chain hash
 	// computed here must recover the same committers.
-	onChain, err := BlockHash(h, ConsensusQBFT)
+	onChain, err := consensus.BlockHash(h, consensus.ConsensusQBFT)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sh, err := VerifyHeader(h, onChain, ConsensusAuto)
-	if err != nil || sh.Consensus != ConsensusQBFT {
-		t.Fatalf("VerifyHeader = %+v, %v", sh, err)
+	sh, err := consensus.VerifyHeader(h, onChain, consensus.ConsensusAuto)
+	if err != nil || sh.Consensus != consensus.ConsensusQBFT {
+		t.Fatalf("consensus.VerifyHeader = %+v, %v", sh, err)
 	}
 	seen := map[common.Address]bool{}
 	for _, s := range sh.Seals {
@@ -346,7 +348,7 @@ func TestRealQBFTCommittedSeals(t *testing.T) {
 		t.Errorf("%d committers, want %d", len(seen), f.Expect.Seals)
 	}
 	// The IBFT 2.0 rule (4-byte round) rejects this extraData.
-	if _, err := CommittedSealHash(h, ConsensusIBFT2); err == nil {
+	if _, err := consensus.CommittedSealHash(h, consensus.ConsensusIBFT2); err == nil {
 		t.Error("QBFT extraData decoded as IBFT 2.0")
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/validator-fencing/fencing/internal/consensus"
 	"github.com/validator-fencing/fencing/internal/fencing"
 )
 
@@ -28,11 +29,11 @@ type Report struct {
 	Kind string `json:"kind"`
 	// Consensus is the format requested for a chain audit; Formats counts
 	// the headers verified under each format.
-	Consensus Consensus         `json:"consensus,omitempty"`
-	Formats   map[Consensus]int `json:"formats,omitempty"`
-	From      *uint64           `json:"from,omitempty"`
-	To        *uint64           `json:"to,omitempty"`
-	Endpoints []string          `json:"endpoints,omitempty"`
+	Consensus consensus.Consensus         `json:"consensus,omitempty"`
+	Formats   map[consensus.Consensus]int `json:"formats,omitempty"`
+	From      *uint64                     `json:"from,omitempty"`
+	To        *uint64                     `json:"to,omitempty"`
+	Endpoints []string                    `json:"endpoints,omitempty"`
 	// Headers counts verified headers (chain, every endpoint), Signatures
 	// the signatures compared.
 	Headers    int64 `json:"headers"`

@@ -1,4 +1,4 @@
-package audit
+package consensus
 
 import (
 	"bytes"
@@ -210,7 +210,7 @@ func withExtra(h *types.Header, extra []byte) common.Hash {
 // untrusted input: go-ethereum panics on a short extraData or on post-London
 // fields a Clique header cannot carry.
 func CliqueSealHash(h *types.Header) (common.Hash, error) {
-	if len(h.Extra) < sealLength {
+	if len(h.Extra) < SealLength {
 		return common.Hash{}, extraErr("clique extraData shorter than a seal")
 	}
 	if h.WithdrawalsHash != nil || h.BlobGasUsed != nil || h.ExcessBlobGas != nil ||
@@ -227,14 +227,17 @@ func CliqueSealHash(h *types.Header) (common.Hash, error) {
 // ConsensusAuto, under the format its mixHash and hash select) and recovers
 // every seal. The genesis block carries no seal and yields none.
 func VerifyHeader(h *types.Header, reported common.Hash, c Consensus) (*SealedHeader, error) {
-	return verifyHeader(h, reported, c, recoverSigner)
+	return VerifyHeaderWith(h, reported, c, RecoverSigner)
 }
 
-// recoverFunc recovers the signer of sig over hash; the chain audit passes a
+// RecoverFunc recovers the signer of sig over hash; the chain audit passes a
 // cached one.
-type recoverFunc func(hash common.Hash, sig []byte) (common.Address, error)
+// RecoverFunc recovers the signer of sig over hash (VerifyHeaderWith takes
+// one so a caller can cache recoveries).
+type RecoverFunc func(hash common.Hash, sig []byte) (common.Address, error)
 
-func verifyHeader(h *types.Header, reported common.Hash, c Consensus, recoverSigner recoverFunc) (*SealedHeader, error) {
+// VerifyHeaderWith is VerifyHeader with recover as the signer recovery.
+func VerifyHeaderWith(h *types.Header, reported common.Hash, c Consensus, RecoverSigner RecoverFunc) (*SealedHeader, error) {
 	if h == nil || h.Number == nil || h.Difficulty == nil {
 		return nil, errors.New("header lacks number or difficulty")
 	}
@@ -287,7 +290,7 @@ func verifyHeader(h *types.Header, reported common.Hash, c Consensus, recoverSig
 		if err != nil {
 			return nil, fmt.Errorf("block %d: %w", number, err)
 		}
-		signer, err := recoverSigner(sh, x.Seal)
+		signer, err := RecoverSigner(sh, x.Seal)
 		if err != nil {
 			return nil, fmt.Errorf("block %d: clique seal: %w", number, err)
 		}
@@ -311,7 +314,7 @@ func verifyHeader(h *types.Header, reported common.Hash, c Consensus, recoverSig
 		}
 		sh := withExtra(h, sealForm)
 		for i, s := range x.Seals {
-			signer, err := recoverSigner(sh, s)
+			signer, err := RecoverSigner(sh, s)
 			if err != nil {
 				return nil, fmt.Errorf("block %d: committed seal %d: %w", number, i, err)
 			}
@@ -321,10 +324,10 @@ func verifyHeader(h *types.Header, reported common.Hash, c Consensus, recoverSig
 	return out, nil
 }
 
-// recoverSigner returns the address whose key made sig (R ‖ S ‖ V, V in
+// RecoverSigner returns the address whose key made sig (R ‖ S ‖ V, V in
 // {0,1} or {27,28}) over hash.
-func recoverSigner(hash common.Hash, sig []byte) (common.Address, error) {
-	if len(sig) != sealLength {
+func RecoverSigner(hash common.Hash, sig []byte) (common.Address, error) {
+	if len(sig) != SealLength {
 		return common.Address{}, fmt.Errorf("signature has %d bytes, want 65", len(sig))
 	}
 	s := bytes.Clone(sig)

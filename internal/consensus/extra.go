@@ -1,4 +1,4 @@
-package audit
+package consensus
 
 import (
 	"errors"
@@ -34,10 +34,10 @@ func ParseConsensus(s string) (Consensus, error) {
 // ("ctical byzantine fault tolerance" in ASCII).
 var IstanbulDigest = common.HexToHash("0x63746963616c2062797a616e74696e65206661756c7420746f6c6572616e6365")
 
-// Lengths fixed by the formats.
+// Lengths fixed by the formats: the extraData vanity and a seal (R‖S‖V).
 const (
-	vanityLength    = 32
-	sealLength      = 65
+	VanityLength    = 32
+	SealLength      = 65
 	addressLength   = 20
 	ibft2RoundBytes = 4
 	// maxExtraItems bounds what a decoder looks at; real extraData has
@@ -186,7 +186,7 @@ func (x *BFTExtra) decodeCommon(items [][]byte) error {
 	for _, a := range vals {
 		x.Validators = append(x.Validators, common.BytesToAddress(a))
 	}
-	seals, err := splitStrings(items[4], "committed seals", sealLength)
+	seals, err := splitStrings(items[4], "committed seals", SealLength)
 	if err != nil {
 		return err
 	}
@@ -277,11 +277,11 @@ type CliqueExtra struct {
 // DecodeCliqueExtra splits Clique extraData. Signers is filled only when the
 // middle part is a whole number of addresses.
 func DecodeCliqueExtra(b []byte) (*CliqueExtra, error) {
-	if len(b) < vanityLength+sealLength {
-		return nil, extraErr("clique extraData has %d bytes, want at least %d (vanity + seal)", len(b), vanityLength+sealLength)
+	if len(b) < VanityLength+SealLength {
+		return nil, extraErr("clique extraData has %d bytes, want at least %d (vanity + seal)", len(b), VanityLength+SealLength)
 	}
-	mid := b[vanityLength : len(b)-sealLength]
-	x := &CliqueExtra{Vanity: b[:vanityLength], Seal: b[len(b)-sealLength:]}
+	mid := b[VanityLength : len(b)-SealLength]
+	x := &CliqueExtra{Vanity: b[:VanityLength], Seal: b[len(b)-SealLength:]}
 	if len(mid)%addressLength != 0 {
 		return nil, extraErr("clique signer list has %d bytes, not a multiple of 20", len(mid))
 	}

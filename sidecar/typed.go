@@ -22,8 +22,8 @@ import (
 //	POST /v1/sign/clique       HRS (number, 0, block),   digest = EIP-225 seal hash
 //	POST /v1/sign/qbft-commit  HRS (number, round, commit), digest = Besu committed-seal hash
 //
-// Header hashing is internal/audit's (the chain audit recovers seals with the
-// same code), never a second copy.
+// Header hashing is internal/consensus's (the chain audit recovers seals with
+// the same code), never a second copy.
 
 // HeaderSignRequest is the typed helpers' request: the RLP of a block header
 // as hex (0x optional).

@@ -11,9 +11,10 @@
 //	region-c:  fence-etcd etcd-c (witness)
 //	operator:  this test process (workload, observer) and fencectl
 //
-// The tests live in _test.go files: TestChaos (the fault schedule; make soak
-// runs it long), TestPausedSidecarIsFenced and TestKilledSidecarKeepsWatermark
-// (issue 3, behaviours 3 and 4). Environment:
+// The tests live in _test.go files: TestChaos and TestChaosLeaseMode (the
+// fault schedule in strict and lease mode; make soak runs one of them long),
+// TestPausedSidecarIsFenced and TestKilledSidecarKeepsWatermark (issue 3,
+// behaviours 3 and 4). docs/drill.md describes faults and checks. Environment:
 //
 //	FENCE_E2E_SEED       seed of the fault schedule (default: random, printed)
 //	FENCE_E2E_DURATION   run TestChaos this long instead of until 200 rounds

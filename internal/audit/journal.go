@@ -41,7 +41,18 @@ func AuditJournal(events []fencing.Event, sets ...JournalSet) *Report {
 	r := &Report{Kind: "journal"}
 	d := NewDetector()
 	revokes := map[string]map[uint64]fencing.Event{} // validator -> epoch -> earliest revoke
+	fenced := map[string]map[uint64]fencing.Event{}  // validator -> epoch -> when every lease was gone
 	for _, ev := range events {
+		if ev.Kind == fencing.EventFenced && ev.From != nil {
+			v := canonicalValidator(ev.Validator)
+			if fenced[v] == nil {
+				fenced[v] = map[uint64]fencing.Event{}
+			}
+			if prev, ok := fenced[v][ev.From.Epoch]; !ok || earlierEvent(ev, prev) {
+				fenced[v][ev.From.Epoch] = ev
+			}
+			continue
+		}
 		if ev.Kind != fencing.EventFreeze {
 			continue
 		}
@@ -71,11 +82,14 @@ func AuditJournal(events []fencing.Event, sets ...JournalSet) *Report {
 				Epoch: e.Epoch, Sidecar: e.Sidecar, At: e.At, Source: src,
 			})
 			rev, ok := revokes[v][e.Epoch]
-			if ok && e.At.After(rev.At) {
+			if !ok {
+				continue
+			}
+			if ref, basis, late := lateness(e, rev, fenced[v][e.Epoch]); late {
 				r.AfterRevoke = append(r.AfterRevoke, LateEntry{
 					Validator: v, Epoch: e.Epoch, HRS: e.HRS, Digest: e.Digest, Sidecar: e.Sidecar,
-					Source: src, EntryAt: e.At, RevokeAt: rev.At, RevokeRevision: rev.Revision,
-					After: e.At.Sub(rev.At).String(),
+					Source: src, EntryAt: e.At, EntryRevision: e.Revision, RevokeAt: ref.At, RevokeRevision: ref.Revision,
+					After: e.At.Sub(ref.At).String(), Basis: basis,
 				})
 			}
 		}
@@ -83,6 +97,27 @@ func AuditJournal(events []fencing.Event, sets ...JournalSet) *Report {
 	r.Duplicates = d.Drain()
 	r.normalize()
 	return r
+}
+
+// lateness decides whether e was written under its epoch after the epoch
+// was revoked, and against which event:
+//   - a quorum entry (with its commit revision) is late only if etcd
+//     committed it after the revoke: exact, whatever the clocks say. An entry
+//     in flight at the revoke is stamped after it but committed before;
+//   - a local journal line is written after its quorum commit (strict) or
+//     with no quorum write at all (lease), so a line stamped after the revoke
+//     is expected while the revoke reaches the sidecar. It is late only if
+//     stamped after the epoch was fenced (every lease gone);
+//   - without a revision or a fenced event, wall clocks decide.
+func lateness(e fencing.JournalEntry, revoke, fenced fencing.Event) (fencing.Event, string, bool) {
+	switch {
+	case e.Revision > 0 && revoke.Revision > 0:
+		return revoke, "revision", e.Revision > revoke.Revision
+	case e.Revision == 0 && fenced.Kind == fencing.EventFenced:
+		return fenced, "after_fenced", e.At.After(fenced.At)
+	default:
+		return revoke, "time", e.At.After(revoke.At)
+	}
 }
 
 // earlierEvent orders two events: by etcd revision when both have one (it is

@@ -285,3 +285,35 @@ func TestRunJournalAudit(t *testing.T) {
 		t.Errorf("report = %+v, want incomplete", r)
 	}
 }
+
+// Lateness by commit revision for quorum entries and against the fenced
+// event for local lines: a signature in flight at the revoke is not late.
+func TestAuditJournalLateness(t *testing.T) {
+	revoke := revokeEvent(valA, 1, t0, 40)
+	fenced := fencing.Event{Kind: fencing.EventFenced, Validator: valA, At: t0.Add(time.Second), Revision: 45,
+		From: &fencing.Epoch{Epoch: 1, State: fencing.StateRevoking, Holder: "region-a"}}
+	quorum := func(h uint64, at time.Time, rev int64) fencing.JournalEntry {
+		e := entry(valA, h, 0, fencing.StepCommit, byte(h), 1, "a-0", at)
+		e.Revision = rev
+		return e
+	}
+	cases := []struct {
+		name      string
+		e         fencing.JournalEntry
+		wantLate  bool
+		wantBasis string
+	}{
+		{"quorum, stamped after but committed before the revoke", quorum(1, t0.Add(time.Millisecond), 39), false, ""},
+		{"quorum, committed after the revoke", quorum(2, t0.Add(-time.Millisecond), 41), true, "revision"},
+		{"local, in flight at the revoke", entry(valA, 3, 0, fencing.StepCommit, 3, 1, "a-0", t0.Add(20*time.Millisecond)), false, ""},
+		{"local, after every lease was gone", entry(valA, 4, 0, fencing.StepCommit, 4, 1, "a-0", t0.Add(2*time.Second)), true, "after_fenced"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := AuditJournal([]fencing.Event{revoke, fenced}, JournalSet{Source: "s", Entries: []fencing.JournalEntry{c.e}})
+			if got := len(r.AfterRevoke) == 1; got != c.wantLate || (got && r.AfterRevoke[0].Basis != c.wantBasis) {
+				t.Fatalf("AfterRevoke = %+v, want late=%t basis %q", r.AfterRevoke, c.wantLate, c.wantBasis)
+			}
+		})
+	}
+}

@@ -71,8 +71,15 @@ type LateEntry struct {
 	Sidecar        string         `json:"sidecar,omitempty"`
 	Source         string         `json:"source"`
 	EntryAt        time.Time      `json:"entry_at"`
+	EntryRevision  int64          `json:"entry_revision,omitempty"`
 	RevokeAt       time.Time      `json:"revoke_at"`
 	RevokeRevision int64          `json:"revoke_revision,omitempty"`
+	// Basis says how lateness was decided: "revision" (a quorum entry
+	// committed at a higher etcd revision than the revoke: exact),
+	// "after_fenced" (a local line written after every lease of its epoch
+	// was gone; RevokeAt is then the fenced time), or "time" (no revisions
+	// or fenced event known: wall clocks, which may disagree).
+	Basis string `json:"basis"`
 	// After is EntryAt - RevokeAt; a small value may be clock skew between
 	// the two writers.
 	After string `json:"after"`

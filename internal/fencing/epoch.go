@@ -194,6 +194,9 @@ type JournalEntry struct {
 	Epoch     uint64    `json:"epoch"`
 	Sidecar   string    `json:"sidecar"`
 	At        time.Time `json:"at"`
+	// Revision is the etcd revision that committed the entry, set when it is
+	// read from the quorum journal (0 in a sidecar's local journal).
+	Revision int64 `json:"revision,omitempty"`
 }
 
 // EventKind names an entry of the append-only history.

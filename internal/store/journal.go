@@ -123,6 +123,7 @@ func (s *Store) JournalEntries(ctx context.Context, id string) ([]fencing.Journa
 			if err := decode(string(kv.Key), kv.Value, &e); err != nil {
 				return nil, err
 			}
+			e.Revision = kv.ModRevision
 			out = append(out, e)
 		}
 	}

@@ -1,10 +1,12 @@
 package api
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/validator-fencing/fencing/internal/fencing"
 )
@@ -63,4 +65,34 @@ func FuzzDecodeJSON(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A replica that accepts the connection but never answers (a blackholed
+// region) must not use up the whole deadline: the next URL gets its share.
+func TestClientFailsOverFromBlackhole(t *testing.T) {
+	release := make(chan struct{})
+	hole := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	defer hole.Close()
+	defer close(release)
+	good := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		WriteJSON(w, http.StatusOK, StatusResponse{Validators: []fencing.Status{{ID: "val-1"}}})
+	}))
+	defer good.Close()
+	c, err := NewClient([]string{hole.URL, good.URL}, ClientOptions{Timeout: 4 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sts, err := c.Statuses(context.Background())
+	if err != nil || len(sts) != 1 {
+		t.Fatalf("Statuses with a blackholed first replica = %v, %v; want the second replica's answer", sts, err)
+	}
+	// The replica that answered is tried first next time.
+	if got := c.first.Load(); got != 1 {
+		t.Fatalf("first URL index after failover = %d, want 1", got)
+	}
 }

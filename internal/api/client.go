@@ -78,6 +78,14 @@ func NewClient(urls []string, o ClientOptions) (*Client, error) {
 // do sends method path with body in and decodes a 2xx answer into out. A
 // non-2xx answer becomes a *fencing.Error with the server's code word.
 func (c *Client) do(ctx context.Context, method, path string, in, out any) (int, error) {
+	return c.doWait(ctx, 0, method, path, in, out)
+}
+
+// doWait is do for a request the server may hold for wait (a long poll).
+// Each URL gets wait plus its share of the rest of the deadline, so an
+// unanswering replica (a blackholed connection) cannot use up the whole
+// deadline before the next one is tried.
+func (c *Client) doWait(ctx context.Context, wait time.Duration, method, path string, in, out any) (int, error) {
 	var body []byte
 	if in != nil {
 		var err error
@@ -94,7 +102,13 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) (int,
 	var lastErr error
 	for i := range c.urls {
 		idx := (first + i) % len(c.urls)
-		status, err := c.once(ctx, c.urls[idx], method, path, body, out)
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if dl, ok := ctx.Deadline(); ok && i < len(c.urls)-1 {
+			share := wait + (time.Until(dl)-wait)/time.Duration(len(c.urls)-i)
+			actx, cancel = context.WithTimeout(ctx, share)
+		}
+		status, err := c.once(actx, c.urls[idx], method, path, body, out)
+		cancel()
 		if err == nil || !retryElsewhere(err) || ctx.Err() != nil {
 			if err == nil || !retryElsewhere(err) {
 				c.first.Store(int32(idx))
@@ -191,7 +205,7 @@ func (c *Client) Bump(ctx context.Context, id string, r BumpRequest) (fencing.Bu
 	var out fencing.BumpResult
 	ctx, cancel := context.WithTimeout(ctx, r.Wait.Duration+c.opts.Timeout)
 	defer cancel()
-	_, err := c.do(ctx, http.MethodPost, "/v1/validators/"+url.PathEscape(id)+"/bump", r, &out)
+	_, err := c.doWait(ctx, r.Wait.Duration, http.MethodPost, "/v1/validators/"+url.PathEscape(id)+"/bump", r, &out)
 	return out, err
 }
 
@@ -270,7 +284,7 @@ func (c *Client) WatchEpoch(ctx context.Context, id string, after int64, wait ti
 	ctx, cancel := context.WithTimeout(ctx, wait+c.opts.Timeout)
 	defer cancel()
 	var out EpochResponse
-	_, err := c.do(ctx, http.MethodGet, "/v1/validators/"+url.PathEscape(id)+"/epoch?"+q.Encode(), nil, &out)
+	_, err := c.doWait(ctx, wait, http.MethodGet, "/v1/validators/"+url.PathEscape(id)+"/epoch?"+q.Encode(), nil, &out)
 	return out.Epoch, out.Revision, err
 }
 

@@ -165,6 +165,11 @@ func (s *Server) recoverer(h http.Handler) http.Handler {
 
 // fail writes err and logs it when it is not the caller's fault.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, op string, err error) {
+	if r.Context().Err() != nil {
+		// The caller went away (a long poll it cancelled): nobody to answer.
+		s.lg.Debug("request abandoned by the caller", "op", op, "path", r.URL.Path)
+		return
+	}
 	code := fencing.CodeOf(err)
 	s.metrics.result(op, code)
 	switch code {
@@ -250,7 +255,7 @@ func (s *Server) bump(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	b, err := s.st.StartBump(r.Context(), id, req.ExpectedEpoch, req.To, fencing.Change{By: req.Operator, Reason: req.Reason})
+	b, err := s.st.StartBump(r.Context(), id, req.ExpectedEpoch, req.To, fencing.Change{By: req.Operator, Reason: req.Reason}, req.ID)
 	if err != nil {
 		s.fail(w, r, "bump", err)
 		return

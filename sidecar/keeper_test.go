@@ -129,7 +129,7 @@ func TestLocalJournal(t *testing.T) {
 		{"same HRS other digest", 5, 9, nil, false, true},
 		{"below watermark", 4, 4, nil, false, true},
 		{"below the quorum floor", 7, 7, &fencing.Watermark{HRS: fencing.HRS{Height: 8, Step: fencing.StepCommit}}, false, true},
-		{"the floor itself, its digest", 8, 8, &fencing.Watermark{HRS: fencing.HRS{Height: 8, Step: fencing.StepCommit}, Digest: fencing.Digest{8}}, true, false},
+		{"the floor itself, its digest", 8, 8, &fencing.Watermark{HRS: fencing.HRS{Height: 8, Step: fencing.StepCommit}, Digest: fencing.Digest{8}}, false, false},
 		{"the floor itself, other digest", 8, 9, &fencing.Watermark{HRS: fencing.HRS{Height: 8, Step: fencing.StepCommit}, Digest: fencing.Digest{8}}, false, true},
 	}
 	for _, c := range checks {

@@ -153,7 +153,10 @@ func (j *LocalJournal) Check(hrs fencing.HRS, digest fencing.Digest, floor *fenc
 	if floor != nil {
 		switch c := hrs.Compare(floor.HRS); {
 		case c == 0 && floor.Digest == digest:
-			return true, nil
+			// Signed before under the quorum (this sidecar crashed between
+			// journal and reply, or another one signed it): allowed, and
+			// recorded here too (again = false).
+			return false, nil
 		case c == 0:
 			return false, &fencing.WatermarkError{Signed: floor.HRS, Requested: hrs, SameHRS: true}
 		case c < 0:

@@ -45,6 +45,10 @@ type FreezeRequest struct {
 
 // BumpRequest moves a validator to a new holder (POST /v1/validators/{id}/bump).
 type BumpRequest struct {
+	// ID, when set (16-64 hex digits), makes the request idempotent: a retry
+	// with the same ID (on this or another replica) answers with that bump
+	// instead of a conflict, whether it is still running or done.
+	ID            string   `json:"id,omitempty"`
 	ExpectedEpoch uint64   `json:"expected_epoch,omitempty"`
 	To            string   `json:"to"`
 	Operator      string   `json:"operator"`

@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -277,6 +279,8 @@ func (e *env) bumpAll(c *api.Client, ids []string, req api.BumpRequest) int {
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
+			req := req
+			req.ID = newBumpID() // a retry on another replica finds this bump
 			res, err := c.Bump(e.ctx, id, req)
 			results[i] = result{id, res, err}
 		})
@@ -379,4 +383,10 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+func newBumpID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -20,10 +21,16 @@ import (
 // active, commits T2 (revoke) in the same transaction. Exactly one of several
 // concurrent bumps with the same expected epoch succeeds; the others get
 // conflict. A Reconciler then carries the bump to its grant.
-func (s *Store) StartBump(ctx context.Context, id string, expected uint64, to string, c fencing.Change) (fencing.Bump, error) {
+//
+// bumpID, when not empty, is the caller's idempotency key: if the bump with
+// that ID is in progress or already granted, StartBump returns it.
+func (s *Store) StartBump(ctx context.Context, id string, expected uint64, to string, c fencing.Change, bumpID string) (fencing.Bump, error) {
 	id, err := fencing.CanonicalValidatorID(id)
 	if err != nil {
 		return fencing.Bump{}, err
+	}
+	if bumpID != "" && !bumpIDRE.MatchString(bumpID) {
+		return fencing.Bump{}, fencing.Errorf(fencing.CodeBadRequest, "bump id %q must be 16 to 64 lowercase hex digits", bumpID)
 	}
 	if err := fencing.ValidateHolder(to); err != nil {
 		return fencing.Bump{}, err
@@ -35,6 +42,14 @@ func (s *Store) StartBump(ctx context.Context, id string, expected uint64, to st
 	if err != nil {
 		return fencing.Bump{}, err
 	}
+	if b := st.Bump; b != nil && bumpID != "" && b.ID == bumpID {
+		return *b, nil // a retry of a bump in progress
+	}
+	if bumpID != "" && st.Bump == nil && st.Epoch.Epoch > 1 {
+		if b, ok, err := s.grantedBump(ctx, id, bumpID); err != nil || ok {
+			return b, err // a retry of a bump already granted
+		}
+	}
 	if b := st.Bump; b != nil {
 		return fencing.Bump{}, fencing.Errorf(fencing.CodeConflict, "validator %s: a bump from epoch %d to %s by %s is already in progress since %s (id %s)", id, b.FromEpoch, b.To, b.By, b.StartedAt.Format(time.RFC3339), b.ID)
 	}
@@ -44,8 +59,11 @@ func (s *Store) StartBump(ctx context.Context, id string, expected uint64, to st
 	c.At = s.now().UTC()
 	var rnd [8]byte
 	_, _ = rand.Read(rnd[:])
+	if bumpID == "" {
+		bumpID = hex.EncodeToString(rnd[:])
+	}
 	b := fencing.Bump{
-		ID: hex.EncodeToString(rnd[:]), FromEpoch: st.Epoch.Epoch, FromHold: st.Epoch.Holder, To: to,
+		ID: bumpID, FromEpoch: st.Epoch.Epoch, FromHold: st.Epoch.Holder, To: to,
 		By: c.By, Reason: c.Reason, StartedAt: c.At,
 	}
 	bv, err := encode(b)
@@ -82,6 +100,22 @@ func (s *Store) StartBump(ctx context.Context, id string, expected uint64, to st
 	}
 	s.lg.Info("bump started", "validator", id, "from_epoch", b.FromEpoch, "from", b.FromHold, "to", to, "by", c.By, "bump", b.ID)
 	return b, nil
+}
+
+var bumpIDRE = regexp.MustCompile(`^[0-9a-f]{16,64}$`)
+
+// grantedBump finds the bump bumpID of id in the history, if it was granted.
+func (s *Store) grantedBump(ctx context.Context, id, bumpID string) (fencing.Bump, bool, error) {
+	evs, err := s.Events(ctx, id, 0)
+	if err != nil {
+		return fencing.Bump{}, false, err
+	}
+	for _, ev := range evs {
+		if ev.Kind == fencing.EventGrant && ev.BumpID == bumpID && ev.From != nil && ev.To != nil {
+			return fencing.Bump{ID: bumpID, FromEpoch: ev.From.Epoch, FromHold: ev.From.Holder, To: ev.To.Holder, By: ev.By, Reason: ev.Reason}, true, nil
+		}
+	}
+	return fencing.Bump{}, false, nil
 }
 
 // Reconcile moves id forward as far as it can go now: a revoking epoch waits

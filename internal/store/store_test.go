@@ -155,7 +155,7 @@ func TestBumpCooperative(t *testing.T) {
 	go func() { released <- releaseOnRevoke(ctx, s, g.Lease) }()
 	go s.NewReconciler(100*time.Millisecond, 5).Run(ctx)
 
-	b, err := s.StartBump(ctx, "val-1", 1, "region-b", change)
+	b, err := s.StartBump(ctx, "val-1", 1, "region-b", change, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +205,7 @@ func TestBumpWaitsForExpiry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := s.StartBump(ctx, "val-1", 1, "region-b", change)
+	b, err := s.StartBump(ctx, "val-1", 1, "region-b", change, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,7 +261,7 @@ func TestBumpHammer(t *testing.T) {
 	for i := range 50 {
 		wg.Go(func() {
 			<-start
-			_, err := replicas[i%2].StartBump(ctx, "val-1", 1, "region-b", fencing.Change{By: fmt.Sprintf("op-%d", i), Reason: "hammer"})
+			_, err := replicas[i%2].StartBump(ctx, "val-1", 1, "region-b", fencing.Change{By: fmt.Sprintf("op-%d", i), Reason: "hammer"}, "")
 			switch {
 			case err == nil:
 				wins.Add(1)
@@ -325,7 +325,7 @@ func TestBumpResumedByAnotherReplica(t *testing.T) {
 	if _, err := r1.Acquire(ctx, "val-1", "region-a", "a-0", 2); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r1.StartBump(ctx, "val-1", 1, "region-b", change); err != nil {
+	if _, err := r1.StartBump(ctx, "val-1", 1, "region-b", change, ""); err != nil {
 		t.Fatal(err)
 	}
 	// r1 takes the bump lock and waits for the drain...
@@ -397,7 +397,7 @@ func TestQuorumLoss(t *testing.T) {
 	writes := map[string]func() error{
 		"add":     func() error { _, err := s.AddValidator(ctx, "val-3", "region-a", change); return err },
 		"freeze":  func() error { _, err := s.Freeze(ctx, "val-1", 0, change); return err },
-		"bump":    func() error { _, err := s.StartBump(ctx, "val-2", 0, "region-b", change); return err },
+		"bump":    func() error { _, err := s.StartBump(ctx, "val-2", 0, "region-b", change, ""); return err },
 		"journal": func() error { _, err := journal(s, g.Lease, 2, 2); return err },
 		"renew":   func() error { _, err := s.Renew(ctx, g.Lease, nil); return err },
 		"acquire": func() error { _, err := s.Acquire(ctx, "val-2", "region-a", "a-0", 5); return err },
@@ -504,5 +504,41 @@ func TestPruneJournal(t *testing.T) {
 	// The watermark still refuses what was pruned.
 	if _, err := journal(s, g.Lease, 3, 99); fencing.CodeOf(err) != fencing.CodeWatermark {
 		t.Fatalf("Journal at a pruned height = %v, want watermark", err)
+	}
+}
+
+// A bump retried with the same ID (a client failing over to another replica
+// after the first committed it) gets that bump back, running or granted;
+// another bump still conflicts.
+func TestBumpIdempotent(t *testing.T) {
+	c := etcdtest.New(t, 1)
+	r1, r2 := newStore(t, c), newStore(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	addValidator(t, r1, "val-1", "region-a")
+	const id = "00112233445566778899aabbccddeeff"
+	b, err := r1.StartBump(ctx, "val-1", 1, "region-b", change, id)
+	if err != nil || b.ID != id {
+		t.Fatalf("StartBump = %+v, %v", b, err)
+	}
+	again, err := r2.StartBump(ctx, "val-1", 1, "region-b", change, id)
+	if err != nil || again.ID != id || again.FromEpoch != 1 {
+		t.Fatalf("retry while running = %+v, %v; want the same bump", again, err)
+	}
+	if _, err := r2.StartBump(ctx, "val-1", 1, "region-b", change, "ffeeddccbbaa99887766554433221100"); fencing.CodeOf(err) != fencing.CodeConflict {
+		t.Fatalf("another bump while running = %v, want conflict", err)
+	}
+	go r1.NewReconciler(50*time.Millisecond, 5).Run(ctx)
+	waitEpoch(t, r1, "val-1", 2)
+	done, err := r2.StartBump(ctx, "val-1", 1, "region-b", change, id)
+	if err != nil || done.ID != id || done.FromEpoch != 1 {
+		t.Fatalf("retry after the grant = %+v, %v; want the granted bump", done, err)
+	}
+	res, err := r2.WaitBump(ctx, "val-1", done)
+	if err != nil || !res.Done || res.Epoch.Epoch != 2 {
+		t.Fatalf("WaitBump on the retried bump = %+v, %v; want done at epoch 2", res, err)
+	}
+	if _, err := r1.StartBump(ctx, "val-1", 0, "region-b", change, "NOT-HEX"); fencing.CodeOf(err) != fencing.CodeBadRequest {
+		t.Fatalf("bad bump id = %v, want bad_request", err)
 	}
 }

@@ -136,6 +136,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/leases/check", s.checkLease)
 	mux.HandleFunc("GET /v1/validators/{id}/epoch", s.watchEpoch)
 	mux.HandleFunc("POST /v1/journal", s.journal)
+	mux.HandleFunc("POST /v1/journal/batch", s.journalBatch)
 	// health
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", s.ready)
@@ -454,16 +455,51 @@ func (s *Server) journal(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, "journal", err)
 		return
 	}
-	if err := s.authorize(r, req.Lease.Holder, req.Lease.Validator); err != nil {
-		s.fail(w, r, "journal", err)
-		return
-	}
-	e, err := s.journaler.Journal(r.Context(), req)
+	e, err := s.journalOne(r, req)
 	if err != nil {
 		s.fail(w, r, "journal", err)
 		return
 	}
 	s.ok(w, "journal", http.StatusOK, api.JournalResponse{Entry: e})
+}
+
+// journalBatch journals the requests of several validators at once: each is
+// authorized and committed on its own (the Journaler puts concurrent ones in
+// one transaction) and answered in order.
+func (s *Server) journalBatch(w http.ResponseWriter, r *http.Request) {
+	var req api.JournalBatchRequest
+	if err := api.DecodeJSON(w, r, &req); err != nil {
+		s.fail(w, r, "journal", err)
+		return
+	}
+	if n := len(req.Requests); n == 0 || n > api.MaxJournalBatch {
+		s.fail(w, r, "journal", fencing.Errorf(fencing.CodeBadRequest, "a journal batch holds 1 to %d requests, got %d", api.MaxJournalBatch, n))
+		return
+	}
+	out := api.JournalBatchResponse{Results: make([]api.JournalResult, len(req.Requests))}
+	var wg sync.WaitGroup
+	for i, jr := range req.Requests {
+		wg.Go(func() {
+			e, err := s.journalOne(r, jr)
+			if err != nil {
+				s.metrics.result("journal", fencing.CodeOf(err))
+				body := api.ErrorBody(err)
+				out.Results[i].Error = &body
+				return
+			}
+			s.metrics.result("journal", "ok")
+			out.Results[i].Entry = &e
+		})
+	}
+	wg.Wait()
+	api.WriteJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) journalOne(r *http.Request, jr fencing.JournalRequest) (fencing.JournalEntry, error) {
+	if err := s.authorize(r, jr.Lease.Holder, jr.Lease.Validator); err != nil {
+		return fencing.JournalEntry{}, err
+	}
+	return s.journaler.Journal(r.Context(), jr)
 }
 
 func (s *Server) ready(w http.ResponseWriter, r *http.Request) {

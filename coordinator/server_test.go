@@ -173,3 +173,40 @@ func TestSidecarAPIOverHTTP(t *testing.T) {
 		t.Fatalf("Release = %v", err)
 	}
 }
+
+// A journal batch answers each request on its own: one validator's refusal
+// does not fail the others; bad batches are refused whole.
+func TestJournalBatch(t *testing.T) {
+	tc := newTestCoordinator(t)
+	ctx := context.Background()
+	var reqs []fencing.JournalRequest
+	for _, id := range []string{"val-1", "val-2", "val-3"} {
+		if _, err := tc.api.AddValidator(ctx, api.AddValidatorRequest{Validator: id, Holder: "region-a", Operator: "o", Reason: "r"}); err != nil {
+			t.Fatal(err)
+		}
+		g, err := tc.api.Acquire(ctx, api.AcquireRequest{Validator: id, Holder: "region-a", Sidecar: "a-0", TTLSeconds: 30})
+		if err != nil {
+			t.Fatal(err)
+		}
+		reqs = append(reqs, fencing.JournalRequest{Lease: g.Lease, HRS: fencing.HRS{Height: 5, Step: fencing.StepCommit}, Digest: fencing.Digest{1}})
+	}
+	if _, err := tc.api.Freeze(ctx, "val-2", api.FreezeRequest{Operator: "o", Reason: "r"}); err != nil {
+		t.Fatal(err)
+	}
+	entries, errs, err := tc.api.JournalBatch(ctx, reqs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if errs[0] != nil || errs[2] != nil || entries[0].HRS.Height != 5 || entries[2].Validator != "val-3" {
+		t.Fatalf("batch results = %+v, %v; want val-1 and val-3 journaled", entries, errs)
+	}
+	if fencing.CodeOf(errs[1]) != fencing.CodeStaleEpoch {
+		t.Fatalf("frozen val-2 in a batch = %v, want stale_epoch", errs[1])
+	}
+	if _, _, err := tc.api.JournalBatch(ctx, nil); fencing.CodeOf(err) != fencing.CodeBadRequest {
+		t.Fatalf("empty batch = %v, want bad_request", err)
+	}
+	if _, _, err := tc.api.JournalBatch(ctx, make([]fencing.JournalRequest, api.MaxJournalBatch+1)); fencing.CodeOf(err) != fencing.CodeBadRequest {
+		t.Fatalf("oversized batch = %v, want bad_request", err)
+	}
+}

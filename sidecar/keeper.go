@@ -20,6 +20,7 @@ type Coordinator interface {
 	CheckLease(ctx context.Context, l fencing.Lease) error
 	WatchEpoch(ctx context.Context, id string, after int64, wait time.Duration) (fencing.Epoch, int64, error)
 	JournalSignature(ctx context.Context, r fencing.JournalRequest) (fencing.JournalEntry, error)
+	JournalBatch(ctx context.Context, rs []fencing.JournalRequest) ([]fencing.JournalEntry, []error, error)
 }
 
 var _ Coordinator = (*api.Client)(nil)

@@ -43,6 +43,9 @@ func (c *slowCoordinator) CheckLease(context.Context, fencing.Lease) error { ret
 func (c *slowCoordinator) JournalSignature(context.Context, fencing.JournalRequest) (fencing.JournalEntry, error) {
 	return fencing.JournalEntry{}, nil
 }
+func (c *slowCoordinator) JournalBatch(context.Context, []fencing.JournalRequest) ([]fencing.JournalEntry, []error, error) {
+	return nil, nil, nil
+}
 func (c *slowCoordinator) WatchEpoch(ctx context.Context, id string, after int64, wait time.Duration) (fencing.Epoch, int64, error) {
 	<-ctx.Done()
 	return fencing.Epoch{}, after, ctx.Err()

@@ -25,7 +25,7 @@ func NewSigner(cfg Config, coord Coordinator, reg prometheus.Registerer, lg hclo
 	if err != nil {
 		return nil, err
 	}
-	s := &Signer{mode: Mode(cfg.Mode), coord: coord, sidecar: cfg.Name, validators: map[string]*validatorGate{}, m: m}
+	s := &Signer{mode: Mode(cfg.Mode), coord: coord, batcher: newJournalBatcher(coord), sidecar: cfg.Name, validators: map[string]*validatorGate{}, m: m}
 	for i, path := range cfg.Keys {
 		k, err := LoadKey(path, cfg.PasswordFile)
 		if err != nil {
@@ -63,6 +63,21 @@ func NewSigner(cfg Config, coord Coordinator, reg prometheus.Registerer, lg hclo
 	return s, nil
 }
 
+// Run holds every validator's lease and sends the strict-mode journal
+// batches until ctx ends; the leases are released before it returns.
+func (s *Signer) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	bctx, stopBatcher := context.WithCancel(context.WithoutCancel(ctx))
+	wg.Go(func() { s.batcher.run(bctx) })
+	var keepers sync.WaitGroup
+	for _, g := range s.list {
+		keepers.Go(func() { g.keeper.Run(ctx) })
+	}
+	keepers.Wait() // released (a release may wait for an in-flight journal write)
+	stopBatcher()
+	wg.Wait()
+}
+
 // Run serves until ctx ends, then releases every lease. Listeners open first
 // and the first log line names the signing address.
 func Run(ctx context.Context, cfg Config, lg hclog.Logger) error {
@@ -96,10 +111,8 @@ func Run(ctx context.Context, cfg Config, lg hclog.Logger) error {
 	srv := &Server{signer: signer, lg: lg, gatherer: reg}
 
 	kctx, stopKeepers := context.WithCancel(context.WithoutCancel(ctx))
-	var keepers sync.WaitGroup
-	for _, v := range signer.Validators() {
-		keepers.Go(func() { v.Keeper.Run(kctx) })
-	}
+	keepersDone := make(chan struct{})
+	go func() { signer.Run(kctx); close(keepersDone) }()
 	servers := []*http.Server{{Handler: srv.SigningHandler(), ReadHeaderTimeout: 10 * time.Second}}
 	lns := []net.Listener{ln}
 	if mln != nil {
@@ -121,7 +134,7 @@ func Run(ctx context.Context, cfg Config, lg hclog.Logger) error {
 		cancel()
 	}
 	stopKeepers()
-	keepers.Wait()
+	<-keepersDone
 	for _, g := range signer.list {
 		_ = g.journal.Close()
 	}

@@ -49,11 +49,9 @@ func startSigner(t testing.TB, c *fencetest.Coordinator, holder, name string, mo
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	for _, v := range s.Validators() {
-		wg.Go(func() { v.Keeper.Run(ctx) })
-	}
-	t.Cleanup(func() { cancel(); wg.Wait() })
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
 	return s
 }
 
@@ -194,4 +192,42 @@ func digestOf(sidecar string, worker int, h fencing.HRS) fencing.Digest {
 	var b [8]byte
 	binary.BigEndian.PutUint64(b[:], h.Height)
 	return sha256.Sum256(fmt.Appendf(nil, "%s/%d/%s/%x", sidecar, worker, h, b))
+}
+
+// Many validators signing through one strict-mode sidecar at once: their
+// journal writes share requests (the batcher) and every signature is in the
+// quorum journal.
+func TestManyValidatorsOneSidecar(t *testing.T) {
+	c := fencetest.Start(t, fencetest.Options{})
+	var keys, addrs []string
+	for range 16 {
+		k, a := testKey(t)
+		c.AddValidator(t, a, "region-a")
+		keys, addrs = append(keys, k), append(addrs, a)
+	}
+	s := startSigner(t, c, "region-a", "a-0", ModeStrict, keys...)
+	waitHeld(t, s)
+	var wg sync.WaitGroup
+	var failures atomic.Int32
+	for _, a := range addrs {
+		wg.Go(func() {
+			for h := uint64(1); h <= 20; h++ {
+				hrs := fencing.HRS{Height: h, Step: fencing.StepCommit}
+				res, err := s.SignHRS(context.Background(), a, hrs, digestOf(a, 0, hrs))
+				if err != nil || len(res.Signature) != 65 {
+					failures.Add(1)
+					t.Errorf("SignHRS(%s, %s) = %v", a, hrs, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if failures.Load() > 0 {
+		t.FailNow()
+	}
+	entries, err := c.Client.JournalEntries(context.Background(), "")
+	if err != nil || len(entries) != 16*20 {
+		t.Fatalf("quorum journal has %d entries, %v; want %d", len(entries), err, 16*20)
+	}
 }

@@ -35,6 +35,7 @@ type SignResult struct {
 type Signer struct {
 	mode       Mode
 	coord      Coordinator
+	batcher    *journalBatcher
 	sidecar    string
 	validators map[string]*validatorGate // by canonical ID and by lowercase address
 	list       []*validatorGate
@@ -110,7 +111,7 @@ func (s *Signer) SignHRS(ctx context.Context, validator string, hrs fencing.HRS,
 	}
 	if s.mode == ModeStrict { // 3
 		jstart := time.Now()
-		_, err := s.coord.JournalSignature(ctx, fencing.JournalRequest{Lease: lease, HRS: hrs, Digest: digest})
+		_, err := s.batcher.journal(ctx, fencing.JournalRequest{Lease: lease, HRS: hrs, Digest: digest})
 		s.m.journal.Observe(time.Since(jstart).Seconds())
 		if err != nil {
 			return SignResult{}, s.m.refused(g.id, quorumRefusal("journal", err))

@@ -101,9 +101,7 @@ func newSurfaceRig(t testing.TB, o rigOptions) *surfaceRig {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var keepers sync.WaitGroup
-	for _, v := range r.signer.Validators() {
-		keepers.Go(func() { v.Keeper.Run(ctx) })
-	}
+	keepers.Go(func() { r.signer.Run(ctx) })
 	hs := httptest.NewServer((&Server{signer: r.signer, lg: hclog.NewNullLogger(), gatherer: reg}).SigningHandler())
 	r.url = hs.URL
 	t.Cleanup(func() {

@@ -104,6 +104,27 @@ type JournalResponse struct {
 	Entry fencing.JournalEntry `json:"entry"`
 }
 
+// MaxJournalBatch bounds the requests of one POST /v1/journal/batch.
+const MaxJournalBatch = 256
+
+// JournalBatchRequest carries journal requests of several validators in one
+// HTTP request (POST /v1/journal/batch); the coordinator commits them with
+// group commit and answers each on its own.
+type JournalBatchRequest struct {
+	Requests []fencing.JournalRequest `json:"requests"`
+}
+
+// JournalResult is one answer of a batch: the entry, or the refusal.
+type JournalResult struct {
+	Entry *fencing.JournalEntry `json:"entry,omitempty"`
+	Error *ErrorResponse        `json:"error,omitempty"`
+}
+
+// JournalBatchResponse answers a JournalBatchRequest in its order.
+type JournalBatchResponse struct {
+	Results []JournalResult `json:"results"`
+}
+
 // AuditReport is what fencectl audit posts after a run (POST /v1/audits); it
 // sets fencing_audit_duplicates and is kept in the history as evidence.
 type AuditReport struct {
@@ -187,11 +208,16 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 // without a code are internal: their text is sent (it never holds secrets),
 // and the caller logs them.
 func WriteError(w http.ResponseWriter, err error) {
-	code := fencing.CodeOf(err)
+	body := ErrorBody(err)
+	WriteJSON(w, body.Code.HTTPStatus(), body)
+}
+
+// ErrorBody is err as it travels: its code word and its sentence.
+func ErrorBody(err error) ErrorResponse {
 	msg := err.Error()
 	var fe *fencing.Error
 	if errors.As(err, &fe) {
 		msg = fe.Message
 	}
-	WriteJSON(w, code.HTTPStatus(), ErrorResponse{Code: code, Message: msg})
+	return ErrorResponse{Code: fencing.CodeOf(err), Message: msg}
 }

@@ -294,3 +294,28 @@ func (c *Client) JournalSignature(ctx context.Context, r fencing.JournalRequest)
 	_, err := c.do(ctx, http.MethodPost, "/v1/journal", r, &out)
 	return out.Entry, err
 }
+
+// JournalBatch commits several signature intents in one request; each result
+// is the entry or that request's refusal (as a *fencing.Error).
+func (c *Client) JournalBatch(ctx context.Context, reqs []fencing.JournalRequest) ([]fencing.JournalEntry, []error, error) {
+	var out JournalBatchResponse
+	if _, err := c.do(ctx, http.MethodPost, "/v1/journal/batch", JournalBatchRequest{Requests: reqs}, &out); err != nil {
+		return nil, nil, err
+	}
+	if len(out.Results) != len(reqs) {
+		return nil, nil, fencing.Errorf(fencing.CodeUnavailable, "coordinator answered %d results for %d journal requests", len(out.Results), len(reqs))
+	}
+	entries := make([]fencing.JournalEntry, len(reqs))
+	errs := make([]error, len(reqs))
+	for i, r := range out.Results {
+		switch {
+		case r.Error != nil:
+			errs[i] = &fencing.Error{Code: r.Error.Code, Message: r.Error.Message}
+		case r.Entry != nil:
+			entries[i] = *r.Entry
+		default:
+			errs[i] = fencing.Errorf(fencing.CodeUnavailable, "coordinator answered an empty journal result")
+		}
+	}
+	return entries, errs, nil
+}

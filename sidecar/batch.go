@@ -5,6 +5,7 @@ import (
 
 	"github.com/validator-fencing/fencing/internal/api"
 	"github.com/validator-fencing/fencing/internal/fencing"
+	"github.com/validator-fencing/fencing/internal/groupcommit"
 )
 
 // journalBatcher sends the strict-mode journal writes of this sidecar's
@@ -15,56 +16,35 @@ import (
 // orders two writes of one validator. At concurrency 1 it is one request.
 type journalBatcher struct {
 	coord Coordinator
-	queue chan *pendingWrite
+	queue *groupcommit.Queue[fencing.JournalRequest, fencing.JournalEntry]
 }
 
-type pendingWrite struct {
-	ctx   context.Context
-	req   fencing.JournalRequest
-	entry fencing.JournalEntry
-	err   error
-	done  chan struct{}
-}
+type pendingWrite = groupcommit.Item[fencing.JournalRequest, fencing.JournalEntry]
 
 func newJournalBatcher(c Coordinator) *journalBatcher {
-	return &journalBatcher{coord: c, queue: make(chan *pendingWrite, api.MaxJournalBatch)}
+	return &journalBatcher{coord: c, queue: groupcommit.New[fencing.JournalRequest, fencing.JournalEntry](api.MaxJournalBatch)}
 }
 
-// journal commits r through the next batch. ctx bounds the wait: a write
-// abandoned by its caller may still commit, and the caller does not sign.
+// journal commits r through the next batch. If ctx ends first the write may
+// still commit, and the caller does not sign.
 func (b *journalBatcher) journal(ctx context.Context, r fencing.JournalRequest) (fencing.JournalEntry, error) {
-	p := &pendingWrite{ctx: ctx, req: r, done: make(chan struct{})}
-	select {
-	case b.queue <- p:
-	case <-ctx.Done():
-		return fencing.JournalEntry{}, ctx.Err()
-	}
-	select {
-	case <-p.done:
-		return p.entry, p.err
-	case <-ctx.Done():
-		return fencing.JournalEntry{}, ctx.Err()
-	}
+	return b.queue.Do(ctx, r)
 }
 
 // run sends batches until ctx ends.
 func (b *journalBatcher) run(ctx context.Context) {
 	for {
-		var batch []*pendingWrite
-		select {
-		case p := <-b.queue:
-			batch = append(batch, p)
-		case <-ctx.Done():
+		p, ok := b.queue.Next(ctx)
+		if !ok {
 			return
 		}
-	more:
+		batch := []*pendingWrite{p}
 		for len(batch) < api.MaxJournalBatch {
-			select {
-			case p := <-b.queue:
-				batch = append(batch, p)
-			default:
-				break more
+			p, ok := b.queue.TryNext()
+			if !ok {
+				break
 			}
+			batch = append(batch, p)
 		}
 		b.send(batch)
 	}
@@ -77,32 +57,27 @@ func (b *journalBatcher) send(batch []*pendingWrite) {
 	go func() {
 		for _, p := range batch {
 			select {
-			case <-p.ctx.Done():
+			case <-p.Ctx.Done():
 			case <-ctx.Done():
 				return
 			}
 		}
 		cancel()
 	}()
+	if len(batch) == 1 {
+		batch[0].Finish(b.coord.JournalSignature(ctx, batch[0].Req))
+		return
+	}
 	reqs := make([]fencing.JournalRequest, len(batch))
 	for i, p := range batch {
-		reqs[i] = p.req
+		reqs[i] = p.Req
 	}
-	var entries []fencing.JournalEntry
-	var errs []error
-	var err error
-	if len(batch) == 1 {
-		entries, errs = make([]fencing.JournalEntry, 1), make([]error, 1)
-		entries[0], errs[0] = b.coord.JournalSignature(ctx, reqs[0])
-	} else {
-		entries, errs, err = b.coord.JournalBatch(ctx, reqs)
-	}
+	entries, errs, err := b.coord.JournalBatch(ctx, reqs)
 	for i, p := range batch {
 		if err != nil {
-			p.err = err
+			p.Finish(fencing.JournalEntry{}, err)
 		} else {
-			p.entry, p.err = entries[i], errs[i]
+			p.Finish(entries[i], errs[i])
 		}
-		close(p.done)
 	}
 }

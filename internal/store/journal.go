@@ -8,6 +8,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/validator-fencing/fencing/internal/fencing"
+	"github.com/validator-fencing/fencing/internal/groupcommit"
 )
 
 // journalOps are the compares and writes of one journal entry (invariant 4):
@@ -138,16 +139,10 @@ func (s *Store) JournalEntries(ctx context.Context, id string) ([]fencing.Journa
 type Journaler struct {
 	s        *Store
 	maxBatch int
-	queue    chan *pendingJournal
+	queue    *groupcommit.Queue[fencing.JournalRequest, fencing.JournalEntry]
 }
 
-type pendingJournal struct {
-	ctx   context.Context
-	req   fencing.JournalRequest
-	entry fencing.JournalEntry
-	err   error
-	done  chan struct{}
-}
+type pendingJournal = groupcommit.Item[fencing.JournalRequest, fencing.JournalEntry]
 
 // NewJournaler returns a Journaler; Run must be running for Journal to
 // return. maxBatch is capped so a batch stays under etcd's default limit of
@@ -156,27 +151,16 @@ func (s *Store) NewJournaler(maxBatch int) *Journaler {
 	if maxBatch <= 0 || maxBatch > 32 {
 		maxBatch = 32
 	}
-	return &Journaler{s: s, maxBatch: maxBatch, queue: make(chan *pendingJournal, 4096)}
+	return &Journaler{s: s, maxBatch: maxBatch, queue: groupcommit.New[fencing.JournalRequest, fencing.JournalEntry](4096)}
 }
 
 // Journal commits r, batched with concurrent requests of other validators.
+// If ctx ends first the entry may still commit; the caller must not sign.
 func (j *Journaler) Journal(ctx context.Context, r fencing.JournalRequest) (fencing.JournalEntry, error) {
 	if err := r.Validate(); err != nil {
 		return fencing.JournalEntry{}, err
 	}
-	p := &pendingJournal{ctx: ctx, req: r, done: make(chan struct{})}
-	select {
-	case j.queue <- p:
-	case <-ctx.Done():
-		return fencing.JournalEntry{}, ctx.Err()
-	}
-	select {
-	case <-p.done:
-		return p.entry, p.err
-	case <-ctx.Done():
-		// The entry may still commit; the caller must not sign without an answer.
-		return fencing.JournalEntry{}, ctx.Err()
-	}
+	return j.queue.Do(ctx, r)
 }
 
 // Run commits queued requests until ctx ends.
@@ -186,11 +170,11 @@ func (j *Journaler) Run(ctx context.Context) {
 		var batch []*pendingJournal
 		seen := map[string]bool{}
 		take := func(p *pendingJournal) {
-			if seen[p.req.Lease.Validator] || len(batch) == j.maxBatch {
+			if seen[p.Req.Lease.Validator] || len(batch) == j.maxBatch {
 				carry = append(carry, p)
 				return
 			}
-			seen[p.req.Lease.Validator] = true
+			seen[p.Req.Lease.Validator] = true
 			batch = append(batch, p)
 		}
 		prev := carry
@@ -199,44 +183,36 @@ func (j *Journaler) Run(ctx context.Context) {
 			take(p)
 		}
 		if len(batch) == 0 {
-			select {
-			case p := <-j.queue:
-				take(p)
-			case <-ctx.Done():
+			p, ok := j.queue.Next(ctx)
+			if !ok {
 				return
 			}
+			take(p)
 		}
-	drain:
 		for len(batch) < j.maxBatch && len(carry) < 4096 {
-			select {
-			case p := <-j.queue:
-				take(p)
-			default:
-				break drain
+			p, ok := j.queue.TryNext()
+			if !ok {
+				break
 			}
+			take(p)
 		}
 		j.commit(ctx, batch)
 	}
 }
 
 func (j *Journaler) commit(ctx context.Context, batch []*pendingJournal) {
-	finish := func(p *pendingJournal, e fencing.JournalEntry, err error) {
-		p.entry, p.err = e, err
-		close(p.done)
-	}
 	if len(batch) == 1 {
 		p := batch[0]
-		e, err := j.s.Journal(p.ctx, p.req)
-		finish(p, e, err)
+		p.Finish(j.s.Journal(p.Ctx, p.Req))
 		return
 	}
 	var cmps []clientv3.Cmp
 	var ops []clientv3.Op
 	entries := make([]fencing.JournalEntry, len(batch))
 	for i, p := range batch {
-		c, o, e, err := j.s.journalOps(p.req)
+		c, o, e, err := j.s.journalOps(p.Req)
 		if err != nil {
-			finish(p, e, err)
+			p.Finish(e, err)
 			batch[i] = nil
 			continue
 		}
@@ -246,7 +222,7 @@ func (j *Journaler) commit(ctx context.Context, batch []*pendingJournal) {
 	if err == nil && tr.Succeeded {
 		for i, p := range batch {
 			if p != nil {
-				finish(p, entries[i], nil)
+				p.Finish(entries[i], nil)
 			}
 		}
 		return
@@ -257,10 +233,7 @@ func (j *Journaler) commit(ctx context.Context, batch []*pendingJournal) {
 		if p == nil {
 			continue
 		}
-		wg.Go(func() {
-			e, err := j.s.Journal(p.ctx, p.req)
-			finish(p, e, err)
-		})
+		wg.Go(func() { p.Finish(j.s.Journal(p.Ctx, p.Req)) })
 	}
 	wg.Wait()
 }

@@ -43,6 +43,7 @@ type Config struct {
 	SessionTTL        time.Duration
 	MaxWatchWait      time.Duration
 	JournalRetention  uint64
+	OperatorTokenFile string
 	AuthAudience      string
 	AuthBindings      string
 	AuthBindingsFile  string
@@ -72,6 +73,7 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.SessionTTL, "session-ttl", 10*time.Second, "TTL of this replica's etcd session that holds bump locks")
 	fs.DurationVar(&c.MaxWatchWait, "max-watch-wait", 60*time.Second, "longest epoch watch (long poll) a sidecar may ask for")
 	fs.Uint64Var(&c.JournalRetention, "journal-retention", 0, "keep each validator's journal this many heights below its watermark (0: keep everything; the audit looks back only as far)")
+	fs.StringVar(&c.OperatorTokenFile, "operator-token-file", "", "require this bearer token (the file's content) on the operator API: validators, freeze, bump, history, journal, audits")
 	fs.StringVar(&c.AuthAudience, "auth-audience", "", "require sidecars to present a Kubernetes ServiceAccount token for this audience (checked with TokenReview)")
 	fs.StringVar(&c.AuthBindings, "auth-bindings", "", "ServiceAccount to holder bindings: ns/sa=holder[:validator,...];... (see docs/kubernetes.md)")
 	fs.StringVar(&c.AuthBindingsFile, "auth-bindings-file", "", "the same bindings as a YAML or JSON file")

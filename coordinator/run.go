@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -62,7 +63,11 @@ func Run(ctx context.Context, cfg Config, lg hclog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	opts := store.Options{Prefix: cfg.EtcdPrefix, Logger: lg.Named("store"), RequestTimeout: cfg.EtcdTimeout, Registerer: reg}
-	sopts := ServerOptions{Logger: lg, MaxWatchWait: cfg.MaxWatchWait, ReconcileInterval: cfg.ReconcileInterval, SessionTTL: cfg.SessionTTL, JournalRetention: cfg.JournalRetention, Registry: reg}
+	token, err := readOperatorToken(cfg.OperatorTokenFile)
+	if err != nil {
+		return err
+	}
+	sopts := ServerOptions{OperatorToken: token, Logger: lg, MaxWatchWait: cfg.MaxWatchWait, ReconcileInterval: cfg.ReconcileInterval, SessionTTL: cfg.SessionTTL, JournalRetention: cfg.JournalRetention, Registry: reg}
 
 	if cfg.AuthAudience != "" || cfg.EventsNamespace != "" {
 		kc, err := kubeClient(cfg.Kubeconfig)
@@ -158,4 +163,28 @@ func loadBindings(cfg Config) ([]kube.Binding, error) {
 		return kube.ParseBindingsFile(cfg.AuthBindingsFile)
 	}
 	return kube.ParseBindings(cfg.AuthBindings)
+}
+
+// readOperatorToken reads the operator token; the file must not be readable
+// by others, and the token must be long enough to resist guessing.
+func readOperatorToken(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("--operator-token-file: %w", err)
+	}
+	if st.Mode().Perm()&0o007 != 0 {
+		return "", fmt.Errorf("--operator-token-file %s is readable by others (mode %04o); chmod 600 it", path, st.Mode().Perm())
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("--operator-token-file: %w", err)
+	}
+	tok := strings.TrimSpace(string(b))
+	if len(tok) < 16 {
+		return "", fmt.Errorf("--operator-token-file %s holds %d characters; use at least 16 random ones (e.g. openssl rand -hex 32)", path, len(tok))
+	}
+	return tok, nil
 }

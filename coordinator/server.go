@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"crypto/subtle"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -28,6 +29,7 @@ type Authenticator interface {
 type ServerOptions struct {
 	Logger            hclog.Logger
 	Auth              Authenticator // nil: sidecars are not authenticated
+	OperatorToken     string        // empty: the operator API is not authenticated
 	MaxWatchWait      time.Duration // default 60s
 	ReconcileInterval time.Duration // default 2s
 	SessionTTL        time.Duration // default 10s
@@ -58,7 +60,7 @@ func NewServer(st *store.Store, o ServerOptions) (*Server, error) {
 	}
 	return &Server{
 		st: st, journaler: st.NewJournaler(24), reconciler: st.NewReconciler(o.ReconcileInterval, int(o.SessionTTL/time.Second)),
-		auth: o.Auth, lg: o.Logger, maxWait: o.MaxWatchWait, metrics: m, gatherer: o.Registry, retention: o.JournalRetention,
+		auth: o.Auth, operatorToken: o.OperatorToken, lg: o.Logger, maxWait: o.MaxWatchWait, metrics: m, gatherer: o.Registry, retention: o.JournalRetention,
 	}, nil
 }
 
@@ -85,11 +87,13 @@ type Server struct {
 	journaler  *store.Journaler
 	reconciler *store.Reconciler
 	auth       Authenticator
-	lg         hclog.Logger
-	maxWait    time.Duration
-	metrics    *metrics
-	gatherer   prometheus.Gatherer
-	retention  uint64
+	// operatorToken guards the operator API when set.
+	operatorToken string
+	lg            hclog.Logger
+	maxWait       time.Duration
+	metrics       *metrics
+	gatherer      prometheus.Gatherer
+	retention     uint64
 }
 
 // pruneJournals applies the journal retention every minute. Replicas may
@@ -121,14 +125,14 @@ func (s *Server) pruneJournals(ctx context.Context) {
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	// operator API
-	mux.HandleFunc("GET /v1/validators", s.listValidators)
-	mux.HandleFunc("POST /v1/validators", s.addValidator)
-	mux.HandleFunc("GET /v1/validators/{id}", s.getValidator)
-	mux.HandleFunc("POST /v1/validators/{id}/freeze", s.freeze)
-	mux.HandleFunc("POST /v1/validators/{id}/bump", s.bump)
-	mux.HandleFunc("GET /v1/events", s.events)
-	mux.HandleFunc("GET /v1/journal", s.journalList)
-	mux.HandleFunc("POST /v1/audits", s.audit)
+	mux.HandleFunc("GET /v1/validators", s.operator(s.listValidators))
+	mux.HandleFunc("POST /v1/validators", s.operator(s.addValidator))
+	mux.HandleFunc("GET /v1/validators/{id}", s.operator(s.getValidator))
+	mux.HandleFunc("POST /v1/validators/{id}/freeze", s.operator(s.freeze))
+	mux.HandleFunc("POST /v1/validators/{id}/bump", s.operator(s.bump))
+	mux.HandleFunc("GET /v1/events", s.operator(s.events))
+	mux.HandleFunc("GET /v1/journal", s.operator(s.journalList))
+	mux.HandleFunc("POST /v1/audits", s.operator(s.audit))
 	// sidecar API
 	mux.HandleFunc("POST /v1/leases", s.acquire)
 	mux.HandleFunc("POST /v1/leases/renew", s.renew)
@@ -331,6 +335,23 @@ func (s *Server) audit(w http.ResponseWriter, r *http.Request) {
 	}
 	s.metrics.auditDuplicates.WithLabelValues(req.Kind).Set(float64(req.Duplicates))
 	s.ok(w, "audit", http.StatusNoContent, nil)
+}
+
+// operator guards an operator endpoint with the operator token, if one is
+// configured: the bearer token must match (constant time); it is never logged.
+func (s *Server) operator(h http.HandlerFunc) http.HandlerFunc {
+	if s.operatorToken == "" {
+		return h
+	}
+	want := []byte(s.operatorToken)
+	return func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(tok)), want) != 1 {
+			s.fail(w, r, "operator_auth", fencing.Errorf(fencing.CodeUnauthorized, "the operator API needs the operator token: fencectl --token-file FILE (or FENCE_TOKEN_FILE)"))
+			return
+		}
+		h(w, r)
+	}
 }
 
 // authorize checks the caller of a sidecar endpoint against holder and

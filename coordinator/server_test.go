@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -208,5 +209,32 @@ func TestJournalBatch(t *testing.T) {
 	}
 	if _, _, err := tc.api.JournalBatch(ctx, make([]fencing.JournalRequest, api.MaxJournalBatch+1)); fencing.CodeOf(err) != fencing.CodeBadRequest {
 		t.Fatalf("oversized batch = %v, want bad_request", err)
+	}
+}
+
+// With an operator token, the operator API refuses requests without it;
+// sidecar and health endpoints are unaffected.
+func TestOperatorToken(t *testing.T) {
+	c := fencetest.Start(t, fencetest.Options{OperatorToken: "0123456789abcdef0123"})
+	ctx := context.Background()
+	if _, err := c.Client.AddValidator(ctx, api.AddValidatorRequest{Validator: "val-1", Holder: "region-a", Operator: "o", Reason: "r"}); fencing.CodeOf(err) != fencing.CodeUnauthorized {
+		t.Fatalf("AddValidator without the token = %v, want unauthorized", err)
+	}
+	tokenFile := t.TempDir() + "/token"
+	for _, tok := range []string{"wrong-token-of-some-length", "0123456789abcdef0123"} {
+		if err := os.WriteFile(tokenFile, []byte(tok+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		withToken, err := api.NewClient([]string{c.URL}, api.ClientOptions{TokenFile: tokenFile})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = withToken.AddValidator(ctx, api.AddValidatorRequest{Validator: "val-1", Holder: "region-a", Operator: "o", Reason: "r"})
+		if ok := tok == "0123456789abcdef0123"; (err == nil) != ok {
+			t.Fatalf("AddValidator with token %q = %v, want ok=%t", tok, err, ok)
+		}
+	}
+	if _, err := c.Client.Acquire(ctx, api.AcquireRequest{Validator: "val-1", Holder: "region-a", Sidecar: "a-0", TTLSeconds: 5}); err != nil {
+		t.Fatalf("sidecar Acquire without the operator token = %v (sidecars are not operators)", err)
 	}
 }

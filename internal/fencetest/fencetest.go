@@ -28,6 +28,8 @@ type Options struct {
 	Members int
 	// ReconcileInterval; default 100ms.
 	ReconcileInterval time.Duration
+	// OperatorToken, when set, guards the operator API.
+	OperatorToken string
 }
 
 // Start starts a coordinator that stops when the test ends.
@@ -44,7 +46,7 @@ func Start(t testing.TB, o Options) *Coordinator {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := coordinator.NewServer(st, coordinator.ServerOptions{ReconcileInterval: o.ReconcileInterval, SessionTTL: 2 * time.Second, MaxWatchWait: 10 * time.Second})
+	srv, err := coordinator.NewServer(st, coordinator.ServerOptions{OperatorToken: o.OperatorToken, ReconcileInterval: o.ReconcileInterval, SessionTTL: 2 * time.Second, MaxWatchWait: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -155,6 +155,39 @@ func cliqueSigningForm(data []byte) (seal, error) {
 	return sl, nil
 }
 
+// qbftSigningForm reads data as the bytes a QBFT committed seal signs: the
+// header RLP whose extraData has an empty seal list and the round kept; its
+// keccak must be the header's committed-seal hash.
+func qbftSigningForm(data []byte) (seal, error) {
+	h, err := decodeHeader(data)
+	if err != nil {
+		return seal{}, err
+	}
+	if x, err := consensus.DecodeQBFTExtra(h.Extra); err == nil && len(x.Seals) > 0 {
+		return seal{}, fencing.Errorf(fencing.CodeBadRequest, "QBFT header already carries committed seals; the signing form has none")
+	}
+	sl, err := qbftCommitSeal(h)
+	if err != nil {
+		return seal{}, err
+	}
+	if sl.Digest != fencing.Digest(crypto.Keccak256Hash(data)) {
+		return seal{}, fencing.Errorf(fencing.CodeBadRequest, "QBFT header is not in its committed-seal signing form")
+	}
+	return sl, nil
+}
+
+// headerSigningForm recognises data that is exactly the signing form of a
+// Clique or QBFT seal (keccak256(data) is the seal's digest), so a caller of
+// a bare-digest API still gets the watermark.
+func headerSigningForm(data []byte) (seal, bool) {
+	for _, form := range []func([]byte) (seal, error){cliqueSigningForm, qbftSigningForm} {
+		if sl, err := form(data); err == nil {
+			return sl, true
+		}
+	}
+	return seal{}, false
+}
+
 // hexData is bytes written as a hex JSON string, 0x optional; its errors are
 // bad_request sentences.
 type hexData []byte

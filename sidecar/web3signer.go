@@ -21,11 +21,13 @@ import (
 // The signature is over keccak256(data); identifier is a listed public key or
 // the key's address. /upcheck and /healthcheck are with the health routes.
 //
-// The data carries no height, round or step, so only the epoch fence applies
-// (Signer.SignDigest): the lease must be held and, in strict mode, confirmed
-// in etcd. Like Web3Signer's own eth1 signing, there is no watermark here;
-// validators that seal blocks use the typed helpers or Clef's
-// application/x-clique-header, which do go through the watermark.
+// When data is exactly the signing form of a block seal (go-ethereum's
+// CliqueRLP of a Clique header, or a QBFT header with its seal list emptied
+// and its round kept), the seal's HRS and digest are derived from it and the
+// signature goes through the watermark like the typed helpers
+// (Signer.SignHRS). Any other data carries no height, round or step, so only
+// the epoch fence applies (Signer.SignDigest): the lease must be held and, in
+// strict mode, confirmed in etcd, as with Web3Signer's own eth1 signing.
 //
 // Refusals answer 412 with {"code","message"} (Web3Signer answers 412 for
 // slashing-protection refusals); bad input, including an unknown identifier,
@@ -60,7 +62,12 @@ func (s *Server) eth1Sign(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, err)
 		return
 	}
-	res, err := s.signer.SignDigest(r.Context(), validator, digest)
+	var res SignResult
+	if sl, ok := headerSigningForm(req.Data); ok {
+		res, err = s.signer.SignHRS(r.Context(), validator, sl.HRS, sl.Digest)
+	} else {
+		res, err = s.signer.SignDigest(r.Context(), validator, digest)
+	}
 	if err != nil {
 		s.refuse(w, r, err)
 		return

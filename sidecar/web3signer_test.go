@@ -2,12 +2,17 @@ package sidecar
 
 import (
 	"encoding/json"
+	"math/big"
 	"net/http"
 	"strings"
 	"testing"
 
+	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/common/hexutil"
+	"github.com/ethereum/go-ethereum/consensus/clique"
 	"github.com/ethereum/go-ethereum/crypto"
+
+	"github.com/validator-fencing/fencing/internal/fencing"
 )
 
 func TestWeb3SignerPublicKeys(t *testing.T) {
@@ -59,4 +64,36 @@ func TestWeb3SignerSign(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A Web3Signer request whose data is exactly a block seal's signing form
+// (CliqueRLP, or a QBFT header with no seals) goes through the watermark: a
+// second, different header at the same HRS is refused.
+func TestWeb3SignerSealsGoThroughTheWatermark(t *testing.T) {
+	r := newSurfaceRig(t, rigOptions{})
+	addr := r.address(0)
+	sign := func(data []byte) (int, []byte) {
+		return r.postJSON(t, "/api/v1/eth1/sign/"+addr.Hex(), map[string]string{"data": hexutil.Encode(data)})
+	}
+	cliqueForm := func(n, time uint64) []byte {
+		return clique.CliqueRLP(cliqueTestHeader(n, time, nil, big.NewInt(7)))
+	}
+	validators := []common.Address{addr, {0x02}, {0x03}}
+	qbftForm := func(n, round, time uint64) []byte {
+		return common.FromHex(headerRLP(t, qbftTestHeader(t, n, round, time, validators)))
+	}
+	n := r.height()
+	for range 2 { // the same seal twice is idempotent
+		if status, body := sign(cliqueForm(n, 1000)); status != http.StatusOK {
+			t.Fatalf("clique seal = %d %s", status, body)
+		}
+	}
+	status, body := sign(cliqueForm(n, 1001)) // same height, another timestamp
+	wantCode(t, "a second Clique header at one height", status, body, http.StatusPreconditionFailed, fencing.CodeWatermark)
+	m := r.height()
+	if status, body := sign(qbftForm(m, 2, 1000)); status != http.StatusOK {
+		t.Fatalf("qbft seal = %d %s", status, body)
+	}
+	status, body = sign(qbftForm(m, 2, 1001))
+	wantCode(t, "a second QBFT header at one height and round", status, body, http.StatusPreconditionFailed, fencing.CodeWatermark)
 }

@@ -269,7 +269,7 @@ func (s *Server) bump(w http.ResponseWriter, r *http.Request) {
 	s.reconciler.Kick(cid)
 	ctx, cancel := context.WithTimeout(r.Context(), req.Wait.Duration)
 	defer cancel()
-	res, err := s.st.WaitBump(ctx, cid, b)
+	res, err := s.st.WaitBump(ctx, cid, b, req.FirstSignatureWait.Duration)
 	if err != nil {
 		s.fail(w, r, "bump", err)
 		return

@@ -54,6 +54,10 @@ type BumpRequest struct {
 	Operator      string   `json:"operator"`
 	Reason        string   `json:"reason"`
 	Wait          Duration `json:"wait,omitzero"`
+	// FirstSignatureWait, after the grant, waits this long more (within
+	// Wait) for the new holder's first journaled signature, which the
+	// timeline then shows.
+	FirstSignatureWait Duration `json:"first_signature_wait,omitzero"`
 }
 
 // EpochResponse carries an epoch record and its etcd revision.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"regexp"
 	"sort"
@@ -320,7 +321,10 @@ func drainSummary(d map[string]fencing.Drained) string {
 
 // WaitBump waits until b is granted or ctx ends, then assembles its timeline
 // from the history and the drained leases.
-func (s *Store) WaitBump(ctx context.Context, id string, b fencing.Bump) (fencing.BumpResult, error) {
+//
+// firstWait > 0 then waits up to that long (within ctx) for the new holder's
+// first journaled signature and adds it to the timeline.
+func (s *Store) WaitBump(ctx context.Context, id string, b fencing.Bump, firstWait time.Duration) (fencing.BumpResult, error) {
 	res := fencing.BumpResult{Bump: b}
 	var rev int64
 	for ctx.Err() == nil {
@@ -347,11 +351,65 @@ func (s *Store) WaitBump(ctx context.Context, id string, b fencing.Bump) (fencin
 		res.Epoch = ep
 	}
 	res.Done = res.Epoch.Epoch > b.FromEpoch
+	var first *fencing.TimelineEntry
+	if res.Done && firstWait > 0 {
+		first = s.firstSignature(ctx, id, res.Epoch.Epoch, firstWait)
+	}
 	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
 	defer cancel()
 	tl, err := s.timeline(tctx, id, b)
+	if first != nil {
+		tl = append(tl, *first)
+	}
 	res.Timeline = tl
 	return res, err
+}
+
+// firstSignature watches id's quorum watermark for up to wait (and while ctx
+// lasts) until it moves to epoch: the new holder's first journaled signature
+// (strict mode; in lease mode the watermark moves only with renewals). It
+// returns nil if none was seen.
+func (s *Store) firstSignature(ctx context.Context, id string, epoch uint64, wait time.Duration) *fencing.TimelineEntry {
+	wctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), wait)
+	defer cancel()
+	resp, err := s.get(wctx, "watermark_read", s.watermarkKey(id))
+	if err != nil {
+		return nil
+	}
+	of := func(v []byte) *fencing.Watermark {
+		var wm fencing.Watermark
+		if json.Unmarshal(v, &wm) != nil || wm.Epoch < epoch {
+			return nil
+		}
+		return &wm
+	}
+	var wm *fencing.Watermark
+	if len(resp.Kvs) > 0 {
+		wm = of(resp.Kvs[0].Value)
+	}
+	if wm == nil {
+	watch:
+		for wr := range s.cli.Watch(wctx, s.watermarkKey(id), clientv3.WithRev(resp.Header.Revision+1)) {
+			for _, ev := range wr.Events {
+				if wm = of(ev.Kv.Value); wm != nil {
+					break watch
+				}
+			}
+		}
+	}
+	if wm == nil {
+		return nil
+	}
+	te := &fencing.TimelineEntry{At: s.now().UTC(), Step: "first_signature", Detail: wm.HRS.String() + " by " + wm.Sidecar + " (epoch " + u64(wm.Epoch) + ")"}
+	// The journal entry says when it was signed (the watermark may have been
+	// written before this call looked).
+	if r, err := s.get(wctx, "journal_read", s.journalKey(id, wm.HRS)); err == nil && len(r.Kvs) > 0 {
+		var e fencing.JournalEntry
+		if json.Unmarshal(r.Kvs[0].Value, &e) == nil && !e.At.IsZero() {
+			te.At = e.At
+		}
+	}
+	return te
 }
 
 func (s *Store) timeline(ctx context.Context, id string, b fencing.Bump) ([]fencing.TimelineEntry, error) {

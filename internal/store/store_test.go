@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -163,7 +164,7 @@ func TestBumpCooperative(t *testing.T) {
 	// released rather than left to expire.
 	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
 	defer wcancel()
-	res, err := s.WaitBump(wctx, "val-1", b)
+	res, err := s.WaitBump(wctx, "val-1", b, 0)
 	if err != nil || !res.Done {
 		t.Fatalf("WaitBump = %+v, %v; want done", res, err)
 	}
@@ -186,11 +187,26 @@ func TestBumpCooperative(t *testing.T) {
 		t.Errorf("timeline %+v has an expired lease; the sidecar released it", res.Timeline)
 	}
 	// The new holder can lease; the old one cannot.
-	if _, err := s.Acquire(ctx, "val-1", "region-b", "b-0", 5); err != nil {
+	gb, err := s.Acquire(ctx, "val-1", "region-b", "b-0", 5)
+	if err != nil {
 		t.Fatalf("Acquire by new holder = %v", err)
 	}
 	_, err = s.Acquire(ctx, "val-1", "region-a", "a-0", 5)
 	wantCode(t, "Acquire by old holder", err, fencing.CodeFenced)
+
+	// The timeline ends with the new holder's first signature when it is
+	// seen within the wait.
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		_, _ = journal(s, gb.Lease, 7, 7)
+	}()
+	first := s.firstSignature(ctx, "val-1", 2, 5*time.Second)
+	if first == nil || first.Step != "first_signature" || !strings.Contains(first.Detail, "7/0/commit by b-0") {
+		t.Fatalf("firstSignature = %+v, want 7/0/commit by b-0", first)
+	}
+	if none := s.firstSignature(ctx, "val-1", 3, 200*time.Millisecond); none != nil {
+		t.Fatalf("firstSignature of an epoch nobody signed in = %+v, want nil", none)
+	}
 }
 
 // Behaviour 2, expired path and invariant 2: a sidecar that never answers
@@ -225,7 +241,7 @@ func TestBumpWaitsForExpiry(t *testing.T) {
 	}
 
 	go s.NewReconciler(100*time.Millisecond, 5).Run(ctx)
-	res, err := s.WaitBump(ctx, "val-1", b)
+	res, err := s.WaitBump(ctx, "val-1", b, 0)
 	if err != nil || !res.Done {
 		t.Fatalf("WaitBump = %+v, %v", res, err)
 	}
@@ -534,7 +550,7 @@ func TestBumpIdempotent(t *testing.T) {
 	if err != nil || done.ID != id || done.FromEpoch != 1 {
 		t.Fatalf("retry after the grant = %+v, %v; want the granted bump", done, err)
 	}
-	res, err := r2.WaitBump(ctx, "val-1", done)
+	res, err := r2.WaitBump(ctx, "val-1", done, 0)
 	if err != nil || !res.Done || res.Epoch.Epoch != 2 {
 		t.Fatalf("WaitBump on the retried bump = %+v, %v; want done at epoch 2", res, err)
 	}

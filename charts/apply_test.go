@@ -182,7 +182,7 @@ func TestAppliesToAPIServer(t *testing.T) {
 				var id fencing.Identity
 				var err error
 				// RBAC reaches the authorizer's cache asynchronously.
-				waitFor(t, "TokenReview allowed", func() error {
+				kubetest.Eventually(t, "TokenReview allowed", 20*time.Second, func() error {
 					id, err = auth.Authenticate(ctx, tok)
 					if fencing.CodeOf(err) == fencing.CodeUnavailable {
 						return err
@@ -226,7 +226,7 @@ func TestAppliesToAPIServer(t *testing.T) {
 		}
 		// RBAC may not have reached the authorizer when the first create
 		// runs; record again until all three kinds are there.
-		waitFor(t, "three Events", func() error {
+		kubetest.Eventually(t, "three Events", 20*time.Second, func() error {
 			l, err := s.Client.EventsV1().Events("fencing").List(ctx, metav1.ListOptions{LabelSelector: kube.LabelValidator + "=" + v})
 			if err != nil {
 				return err
@@ -367,7 +367,7 @@ func (a *applier) installMonitoringCRDs(ctx context.Context, t *testing.T) {
 			t.Fatalf("create CRD %s: %v", c.kind, err)
 		}
 	}
-	waitFor(t, "monitoring CRDs served", func() error {
+	kubetest.Eventually(t, "monitoring CRDs served", 20*time.Second, func() error {
 		a.mapper.Reset()
 		for _, c := range crds {
 			if _, err := a.mapper.RESTMapping(schema.GroupKind{Group: "monitoring.coreos.com", Kind: c.kind}, "v1"); err != nil {
@@ -401,19 +401,4 @@ func clientFor(t *testing.T, cfg *rest.Config) kubernetes.Interface {
 		t.Fatal(err)
 	}
 	return c
-}
-
-func waitFor(t *testing.T, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still failing after 20s: %v", what, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
 }

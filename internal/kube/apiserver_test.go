@@ -67,7 +67,7 @@ func TestAgainstAPIServer(t *testing.T) {
 
 		grantClusterRole(ctx, t, admin, "fencing-tokenreview", "fencing", "fence-coordinator",
 			rbacv1.PolicyRule{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}})
-		waitFor(t, "RBAC for tokenreviews", func() error { _, err := a.Authenticate(ctx, token1); return err })
+		kubetest.Eventually(t, "RBAC for tokenreviews", 15*time.Second, func() error { _, err := a.Authenticate(ctx, token1); return err })
 
 		tests := []struct {
 			name     string
@@ -115,7 +115,7 @@ func TestAgainstAPIServer(t *testing.T) {
 		if err := admin.CoreV1().ServiceAccounts("validators").Delete(ctx, "besu-validator-2", metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "deleted ServiceAccount refused", func() error {
+		kubetest.Eventually(t, "deleted ServiceAccount refused", 15*time.Second, func() error {
 			if _, err := a.Authenticate(ctx, token2); fencing.CodeOf(err) != fencing.CodeUnauthorized {
 				return err
 			}
@@ -133,7 +133,7 @@ func TestAgainstAPIServer(t *testing.T) {
 
 		grantRole(ctx, t, admin, "fencing", "fencing-events", "fence-coordinator",
 			rbacv1.PolicyRule{APIGroups: []string{"events.k8s.io"}, Resources: []string{"events"}, Verbs: []string{"create"}})
-		waitFor(t, "RBAC for events", func() error {
+		kubetest.Eventually(t, "RBAC for events", 15*time.Second, func() error {
 			_, err := coordinator.EventsV1().Events("fencing").Create(ctx, probeEvent(), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 			return err
 		})
@@ -144,7 +144,7 @@ func TestAgainstAPIServer(t *testing.T) {
 
 		sel := kube.LabelValidator + "=" + validator
 		var list []string
-		waitFor(t, "the grant Event", func() error {
+		kubetest.Eventually(t, "the grant Event", 15*time.Second, func() error {
 			l, err := admin.EventsV1().Events("fencing").List(ctx, metav1.ListOptions{LabelSelector: sel})
 			if err != nil {
 				return err
@@ -304,22 +304,5 @@ func mustCreate(t *testing.T, err error) {
 	t.Helper()
 	if err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
-	}
-}
-
-// waitFor retries f for up to 15 s: RBAC and ServiceAccount deletions reach
-// the API server's authorizer and authenticator caches asynchronously.
-func waitFor(t *testing.T, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: still failing after 15s: %v", what, err)
-		}
-		time.Sleep(100 * time.Millisecond)
 	}
 }

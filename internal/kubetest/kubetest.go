@@ -26,7 +26,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,11 +34,12 @@ import (
 	"testing"
 	"time"
 
-	"go.etcd.io/etcd/server/v3/embed"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/validator-fencing/fencing/internal/etcdtest"
 )
 
 // Version is the kube-apiserver version build.sh builds.
@@ -117,7 +117,9 @@ func Start(t testing.TB) *APIServer {
 	t.Helper()
 	bin := Binary(t)
 	dir := t.TempDir()
-	etcdURL := startEtcd(t, dir)
+	// Embedded etcd, stopped when t ends, after the API server (cleanups run
+	// last-registered first).
+	etcdURL := etcdtest.New(t, 1).Endpoints()[0]
 
 	s := &APIServer{Dir: dir, adminToken: randomHex(t, 16)}
 	saKey := filepath.Join(dir, "sa.key")
@@ -306,37 +308,6 @@ func (s *APIServer) Kubeconfig(t testing.TB, namespace string, contexts ...strin
 	return path
 }
 
-// startEtcd starts a single-member embedded etcd on 127.0.0.1 with ports
-// chosen by the kernel and returns its client URL. It is closed when t ends,
-// after the API server (cleanups run last-registered first).
-func startEtcd(t testing.TB, dir string) string {
-	t.Helper()
-	cfg := embed.NewConfig()
-	cfg.Name = "kubetest"
-	cfg.Dir = filepath.Join(dir, "etcd")
-	cfg.LogLevel = "error"
-	cfg.LogOutputs = []string{filepath.Join(dir, "etcd.log")}
-	local := url.URL{Scheme: "http", Host: "127.0.0.1:0"}
-	cfg.ListenClientUrls = []url.URL{local}
-	cfg.AdvertiseClientUrls = []url.URL{local}
-	cfg.ListenPeerUrls = []url.URL{local}
-	cfg.AdvertisePeerUrls = []url.URL{local}
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		t.Fatalf("start embedded etcd: %v", err)
-	}
-	t.Cleanup(e.Close) // runs once; Close twice would panic
-	select {
-	case <-e.Server.ReadyNotify():
-	case err := <-e.Err():
-		t.Fatalf("embedded etcd: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("embedded etcd not ready after 30s")
-	}
-	return "http://" + e.Clients[0].Addr().String()
-}
-
 func writeServiceAccountKey(t testing.TB, path string) {
 	t.Helper()
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
@@ -381,4 +352,22 @@ func logTail(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// Eventually retries f until it succeeds or timeout passes: RBAC and
+// ServiceAccount changes reach the API server's authorizer and authenticator
+// caches asynchronously.
+func Eventually(t testing.TB, what string, timeout time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: still failing after %s: %v", what, timeout, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
 )
@@ -29,7 +28,8 @@ func TestMain(m *testing.M) {
 			defer os.RemoveAll(dir)
 		}
 		start := time.Now()
-		goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+		// The go command sets GOROOT for the tests it runs.
+		goBin := filepath.Join(os.Getenv("GOROOT"), "bin", "go")
 		if _, err := os.Stat(goBin); err != nil {
 			goBin = "go"
 		}

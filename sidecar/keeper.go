@@ -62,7 +62,6 @@ type LeaseKeeper struct {
 	lease    *fencing.Lease
 	floor    *fencing.Watermark
 	deadline time.Time
-	changed  chan struct{} // closed and replaced on every K1..K4
 }
 
 // KeeperOptions configure a LeaseKeeper.
@@ -87,8 +86,7 @@ func NewLeaseKeeper(c Coordinator, o KeeperOptions) *LeaseKeeper {
 	return &LeaseKeeper{
 		coord: c, validator: o.Validator, holder: o.Holder, sidecar: o.Sidecar,
 		ttl: o.TTL, margin: o.Margin, renew: o.RenewEvery, lg: o.Logger.With("validator", o.Validator), now: o.Now,
-		report:  o.ReportWatermark,
-		changed: make(chan struct{}),
+		report: o.ReportWatermark,
 	}
 }
 
@@ -120,13 +118,6 @@ func (k *LeaseKeeper) Status() (held bool, epoch uint64, remaining time.Duration
 	return held, k.lease.Epoch, max(remaining, 0)
 }
 
-// Changed returns a channel closed at the next change of the lease.
-func (k *LeaseKeeper) Changed() <-chan struct{} {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return k.changed
-}
-
 func (k *LeaseKeeper) set(l *fencing.Lease, floor *fencing.Watermark, deadline time.Time) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -134,8 +125,6 @@ func (k *LeaseKeeper) set(l *fencing.Lease, floor *fencing.Watermark, deadline t
 	if l != nil && floor != nil {
 		k.floor = floor
 	}
-	close(k.changed)
-	k.changed = make(chan struct{})
 }
 
 func (k *LeaseKeeper) extend(l fencing.Lease, deadline time.Time) bool {

@@ -112,17 +112,7 @@ func newSurfaceRig(t testing.TB, o rigOptions) *surfaceRig {
 			_ = g.journal.Close()
 		}
 	})
-	deadline := time.After(30 * time.Second)
-	for _, v := range r.signer.Validators() {
-		for held, _, _ := v.Keeper.Status(); !held; held, _, _ = v.Keeper.Status() {
-			select {
-			case <-v.Keeper.Changed():
-			case <-time.After(50 * time.Millisecond):
-			case <-deadline:
-				t.Fatalf("validator %s holds no lease after 30s", v.ID)
-			}
-		}
-	}
+	waitHeld(t, r.signer)
 	return r
 }
 

@@ -229,13 +229,6 @@ func (c *change) validate() error {
 	return nil
 }
 
-func short(s string) string {
-	if len(s) == 42 && strings.HasPrefix(s, "0x") {
-		return s[:8] + "…" + s[38:]
-	}
-	return s
-}
-
 func ts(t time.Time) string {
 	if t.IsZero() {
 		return "-"

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"sort"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -375,16 +374,6 @@ func epochText(ep *fencing.Epoch) string {
 		return "-"
 	}
 	return fmt.Sprintf("%d/%s/%s", ep.Epoch, ep.State, ep.Holder)
-}
-
-// sortedKeys returns m's keys in order.
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 func newBumpID() string {

@@ -97,15 +97,11 @@ func Errorf(code Code, format string, args ...any) *Error {
 }
 
 // Sentinels to branch on with errors.Is; they match any *Error of their code.
+// (Code words without a sentinel are branched on with CodeOf.)
 var (
-	ErrFenced     = &Error{Code: CodeFenced}
-	ErrStaleEpoch = &Error{Code: CodeStaleEpoch}
-	ErrWatermark  = &Error{Code: CodeWatermark}
-	ErrJournal    = &Error{Code: CodeJournal}
-	ErrBadRequest = &Error{Code: CodeBadRequest}
-	ErrNotFound   = &Error{Code: CodeNotFound}
-	ErrConflict   = &Error{Code: CodeConflict}
-	ErrNoQuorum   = &Error{Code: CodeNoQuorum}
+	ErrFenced    = &Error{Code: CodeFenced}
+	ErrWatermark = &Error{Code: CodeWatermark}
+	ErrConflict  = &Error{Code: CodeConflict}
 )
 
 // CodeOf returns the code word of err: its own for an *Error (anywhere in the

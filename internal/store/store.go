@@ -108,12 +108,6 @@ func New(cli *clientv3.Client, o Options) (*Store, error) {
 	return s, nil
 }
 
-// Client is the etcd client, for callers that need a session.
-func (s *Store) Client() *clientv3.Client { return s.cli }
-
-// Prefix is the key prefix.
-func (s *Store) Prefix() string { return s.prefix }
-
 // keys
 
 func (s *Store) registryKey(id string) string   { return s.prefix + "registry/" + id }

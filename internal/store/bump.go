@@ -39,6 +39,22 @@ func (s *Store) StartBump(ctx context.Context, id string, expected uint64, to st
 	if err := c.Validate(); err != nil {
 		return fencing.Bump{}, err
 	}
+	for range 5 {
+		b, err := s.startBump(ctx, id, expected, to, c, bumpID)
+		if !errors.Is(err, errLostToFence) {
+			return b, err
+		}
+	}
+	return fencing.Bump{}, fencing.Errorf(fencing.CodeConflict, "validator %s kept changing while the bump was being recorded; nothing was changed, retry", id)
+}
+
+// errLostToFence: a bump of a frozen validator lost its compare to the
+// reconciler's own T3 (revoking -> fenced, same epoch); reading again and
+// retrying is correct, since no operator acted.
+var errLostToFence = errors.New("raced with the fence transition")
+
+// startBump is one attempt of StartBump.
+func (s *Store) startBump(ctx context.Context, id string, expected uint64, to string, c fencing.Change, bumpID string) (fencing.Bump, error) {
 	st, err := s.Status(ctx, id)
 	if err != nil {
 		return fencing.Bump{}, err
@@ -96,6 +112,9 @@ func (s *Store) StartBump(ctx context.Context, id string, expected uint64, to st
 			return fencing.Bump{}, err
 		}
 		if !tr.Succeeded {
+			if now, _, err := s.readEpoch(ctx, id); err == nil && now.Epoch == st.Epoch.Epoch && now.State == fencing.StateFenced && st.Epoch.State == fencing.StateRevoking {
+				return fencing.Bump{}, errLostToFence
+			}
 			return fencing.Bump{}, fencing.Errorf(fencing.CodeConflict, "validator %s changed while the bump was being recorded (another operator acted first); nothing was changed, re-read fencectl status", id)
 		}
 	}

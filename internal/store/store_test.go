@@ -558,3 +558,27 @@ func TestBumpIdempotent(t *testing.T) {
 		t.Fatalf("bad bump id = %v, want bad_request", err)
 	}
 }
+
+// Bumping a frozen validator while the reconciler fences it (revoking ->
+// fenced under the bump's feet) is not a conflict: no operator acted.
+func TestBumpFrozenWhileFencing(t *testing.T) {
+	c := etcdtest.New(t, 1)
+	s := newStore(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for i := range 20 {
+		id := fmt.Sprintf("val-%d", i)
+		addValidator(t, s, id, "region-a")
+		if _, err := s.Freeze(ctx, id, 1, change); err != nil {
+			t.Fatal(err)
+		}
+		fenced := make(chan error, 1)
+		go func() { _, err := s.Reconcile(ctx, id); fenced <- err }()
+		if _, err := s.StartBump(ctx, id, 1, "region-b", change, ""); err != nil {
+			t.Fatalf("StartBump(%s) racing the fence = %v, want success", id, err)
+		}
+		if err := <-fenced; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

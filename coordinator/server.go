@@ -126,20 +126,20 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	// operator API
 	mux.HandleFunc("GET /v1/validators", s.operator(s.listValidators))
-	mux.HandleFunc("POST /v1/validators", s.operator(s.addValidator))
+	mux.HandleFunc("POST /v1/validators", s.operator(handle(s, "add_validator", http.StatusCreated, s.addValidator)))
 	mux.HandleFunc("GET /v1/validators/{id}", s.operator(s.getValidator))
-	mux.HandleFunc("POST /v1/validators/{id}/freeze", s.operator(s.freeze))
+	mux.HandleFunc("POST /v1/validators/{id}/freeze", s.operator(handle(s, "freeze", http.StatusOK, s.freeze)))
 	mux.HandleFunc("POST /v1/validators/{id}/bump", s.operator(s.bump))
 	mux.HandleFunc("GET /v1/events", s.operator(s.events))
 	mux.HandleFunc("GET /v1/journal", s.operator(s.journalList))
-	mux.HandleFunc("POST /v1/audits", s.operator(s.audit))
+	mux.HandleFunc("POST /v1/audits", s.operator(handle(s, "audit", http.StatusNoContent, s.audit)))
 	// sidecar API
-	mux.HandleFunc("POST /v1/leases", s.acquire)
-	mux.HandleFunc("POST /v1/leases/renew", s.renew)
-	mux.HandleFunc("POST /v1/leases/release", s.release)
-	mux.HandleFunc("POST /v1/leases/check", s.checkLease)
+	mux.HandleFunc("POST /v1/leases", handle(s, "acquire", http.StatusOK, s.acquire))
+	mux.HandleFunc("POST /v1/leases/renew", handle(s, "renew", http.StatusOK, s.renew))
+	mux.HandleFunc("POST /v1/leases/release", handle(s, "release", http.StatusNoContent, s.release))
+	mux.HandleFunc("POST /v1/leases/check", handle(s, "check", http.StatusNoContent, s.checkLease))
 	mux.HandleFunc("GET /v1/validators/{id}/epoch", s.watchEpoch)
-	mux.HandleFunc("POST /v1/journal", s.journal)
+	mux.HandleFunc("POST /v1/journal", handle(s, "journal", http.StatusOK, s.journal))
 	mux.HandleFunc("POST /v1/journal/batch", s.journalBatch)
 	// health
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ok\n")) })
@@ -216,36 +216,6 @@ func (s *Server) getValidator(w http.ResponseWriter, r *http.Request) {
 	api.WriteJSON(w, http.StatusOK, st)
 }
 
-func (s *Server) addValidator(w http.ResponseWriter, r *http.Request) {
-	var req api.AddValidatorRequest
-	if err := api.DecodeJSON(w, r, &req); err != nil {
-		s.fail(w, r, "add_validator", err)
-		return
-	}
-	ep, err := s.st.AddValidator(r.Context(), req.Validator, req.Holder, fencing.Change{By: req.Operator, Reason: req.Reason})
-	if err != nil {
-		s.fail(w, r, "add_validator", err)
-		return
-	}
-	s.ok(w, "add_validator", http.StatusCreated, api.EpochResponse{Epoch: ep})
-}
-
-func (s *Server) freeze(w http.ResponseWriter, r *http.Request) {
-	var req api.FreezeRequest
-	if err := api.DecodeJSON(w, r, &req); err != nil {
-		s.fail(w, r, "freeze", err)
-		return
-	}
-	id := r.PathValue("id")
-	ep, err := s.st.Freeze(r.Context(), id, req.ExpectedEpoch, fencing.Change{By: req.Operator, Reason: req.Reason})
-	if err != nil {
-		s.fail(w, r, "freeze", err)
-		return
-	}
-	s.reconciler.Kick(id)
-	s.ok(w, "freeze", http.StatusOK, api.EpochResponse{Epoch: ep})
-}
-
 // bump records the bump, has the reconciler drive it, and waits up to
 // req.Wait for the grant: 200 with the timeline when granted, 202 with the
 // progress so far when still draining (the bump goes on regardless).
@@ -312,31 +282,6 @@ func (s *Server) journalList(w http.ResponseWriter, r *http.Request) {
 	api.WriteJSON(w, http.StatusOK, api.JournalListResponse{Entries: entries})
 }
 
-func (s *Server) audit(w http.ResponseWriter, r *http.Request) {
-	var req api.AuditReport
-	if err := api.DecodeJSON(w, r, &req); err != nil {
-		s.fail(w, r, "audit", err)
-		return
-	}
-	if req.Kind != "journal" && req.Kind != "chain" {
-		s.fail(w, r, "audit", fencing.Errorf(fencing.CodeBadRequest, "audit kind %q must be journal or chain", req.Kind))
-		return
-	}
-	if req.Duplicates < 0 || len(req.Detail) > 16<<10 {
-		s.fail(w, r, "audit", fencing.Errorf(fencing.CodeBadRequest, "duplicates must be >= 0 and detail at most 16 KiB"))
-		return
-	}
-	if err := s.st.RecordEvent(r.Context(), fencing.Event{
-		Kind: fencing.EventAudit, By: req.Operator, Reason: req.Kind + " audit",
-		Detail: fmt.Sprintf("%d duplicates, incomplete=%t; %s", req.Duplicates, req.Incomplete, req.Detail),
-	}); err != nil {
-		s.fail(w, r, "audit", err)
-		return
-	}
-	s.metrics.auditDuplicates.WithLabelValues(req.Kind).Set(float64(req.Duplicates))
-	s.ok(w, "audit", http.StatusNoContent, nil)
-}
-
 // operator guards an operator endpoint with the operator token, if one is
 // configured: the bearer token must match (constant time); it is never logged.
 func (s *Server) operator(h http.HandlerFunc) http.HandlerFunc {
@@ -371,74 +316,6 @@ func (s *Server) authorize(r *http.Request, holder, validator string) error {
 	return id.Permits(holder, validator)
 }
 
-func (s *Server) acquire(w http.ResponseWriter, r *http.Request) {
-	var req api.AcquireRequest
-	if err := api.DecodeJSON(w, r, &req); err != nil {
-		s.fail(w, r, "acquire", err)
-		return
-	}
-	if err := s.authorize(r, req.Holder, req.Validator); err != nil {
-		s.fail(w, r, "acquire", err)
-		return
-	}
-	g, err := s.st.Acquire(r.Context(), req.Validator, req.Holder, req.Sidecar, req.TTLSeconds)
-	if err != nil {
-		s.fail(w, r, "acquire", err)
-		return
-	}
-	s.ok(w, "acquire", http.StatusOK, api.GrantResponse{Lease: g.Lease, Watermark: g.Watermark})
-}
-
-func (s *Server) leaseRequest(w http.ResponseWriter, r *http.Request, op string) (api.LeaseRequest, bool) {
-	var req api.LeaseRequest
-	if err := api.DecodeJSON(w, r, &req); err != nil {
-		s.fail(w, r, op, err)
-		return req, false
-	}
-	if err := s.authorize(r, req.Lease.Holder, req.Lease.Validator); err != nil {
-		s.fail(w, r, op, err)
-		return req, false
-	}
-	return req, true
-}
-
-func (s *Server) renew(w http.ResponseWriter, r *http.Request) {
-	req, ok := s.leaseRequest(w, r, "renew")
-	if !ok {
-		return
-	}
-	l, err := s.st.Renew(r.Context(), req.Lease, req.Watermark)
-	if err != nil {
-		s.fail(w, r, "renew", err)
-		return
-	}
-	s.ok(w, "renew", http.StatusOK, api.LeaseRequest{Lease: l})
-}
-
-func (s *Server) release(w http.ResponseWriter, r *http.Request) {
-	req, ok := s.leaseRequest(w, r, "release")
-	if !ok {
-		return
-	}
-	if err := s.st.Release(r.Context(), req.Lease, req.Watermark); err != nil {
-		s.fail(w, r, "release", err)
-		return
-	}
-	s.ok(w, "release", http.StatusNoContent, nil)
-}
-
-func (s *Server) checkLease(w http.ResponseWriter, r *http.Request) {
-	req, ok := s.leaseRequest(w, r, "check")
-	if !ok {
-		return
-	}
-	if err := s.st.CheckLease(r.Context(), req.Lease); err != nil {
-		s.fail(w, r, "check", err)
-		return
-	}
-	s.ok(w, "check", http.StatusNoContent, nil)
-}
-
 // watchEpoch is the sidecar's long poll: ?after=REV&wait=30s.
 func (s *Server) watchEpoch(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
@@ -468,20 +345,6 @@ func (s *Server) watchEpoch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	api.WriteJSON(w, http.StatusOK, api.EpochResponse{Epoch: ep, Revision: rev})
-}
-
-func (s *Server) journal(w http.ResponseWriter, r *http.Request) {
-	var req fencing.JournalRequest
-	if err := api.DecodeJSON(w, r, &req); err != nil {
-		s.fail(w, r, "journal", err)
-		return
-	}
-	e, err := s.journalOne(r, req)
-	if err != nil {
-		s.fail(w, r, "journal", err)
-		return
-	}
-	s.ok(w, "journal", http.StatusOK, api.JournalResponse{Entry: e})
 }
 
 // journalBatch journals the requests of several validators at once: each is
@@ -531,4 +394,91 @@ func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_, _ = w.Write([]byte("ok\n"))
+}
+
+// handle serves a JSON endpoint: decode the body into Req, run do, and
+// answer its result with status (nothing with 204) or its refusal.
+func handle[Req any](s *Server, op string, status int, do func(r *http.Request, req Req) (any, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req Req
+		if err := api.DecodeJSON(w, r, &req); err != nil {
+			s.fail(w, r, op, err)
+			return
+		}
+		res, err := do(r, req)
+		if err != nil {
+			s.fail(w, r, op, err)
+			return
+		}
+		if status == http.StatusNoContent {
+			res = nil
+		}
+		s.ok(w, op, status, res)
+	}
+}
+
+func (s *Server) addValidator(r *http.Request, req api.AddValidatorRequest) (any, error) {
+	ep, err := s.st.AddValidator(r.Context(), req.Validator, req.Holder, fencing.Change{By: req.Operator, Reason: req.Reason})
+	return api.EpochResponse{Epoch: ep}, err
+}
+
+func (s *Server) freeze(r *http.Request, req api.FreezeRequest) (any, error) {
+	id := r.PathValue("id")
+	ep, err := s.st.Freeze(r.Context(), id, req.ExpectedEpoch, fencing.Change{By: req.Operator, Reason: req.Reason})
+	if err == nil {
+		s.reconciler.Kick(id)
+	}
+	return api.EpochResponse{Epoch: ep}, err
+}
+
+func (s *Server) audit(r *http.Request, req api.AuditReport) (any, error) {
+	if req.Kind != "journal" && req.Kind != "chain" {
+		return nil, fencing.Errorf(fencing.CodeBadRequest, "audit kind %q must be journal or chain", req.Kind)
+	}
+	if req.Duplicates < 0 || len(req.Detail) > 16<<10 {
+		return nil, fencing.Errorf(fencing.CodeBadRequest, "duplicates must be >= 0 and detail at most 16 KiB")
+	}
+	if err := s.st.RecordEvent(r.Context(), fencing.Event{
+		Kind: fencing.EventAudit, By: req.Operator, Reason: req.Kind + " audit",
+		Detail: fmt.Sprintf("%d duplicates, incomplete=%t; %s", req.Duplicates, req.Incomplete, req.Detail),
+	}); err != nil {
+		return nil, err
+	}
+	s.metrics.auditDuplicates.WithLabelValues(req.Kind).Set(float64(req.Duplicates))
+	return nil, nil
+}
+
+func (s *Server) acquire(r *http.Request, req api.AcquireRequest) (any, error) {
+	if err := s.authorize(r, req.Holder, req.Validator); err != nil {
+		return nil, err
+	}
+	g, err := s.st.Acquire(r.Context(), req.Validator, req.Holder, req.Sidecar, req.TTLSeconds)
+	return api.GrantResponse{Lease: g.Lease, Watermark: g.Watermark}, err
+}
+
+func (s *Server) renew(r *http.Request, req api.LeaseRequest) (any, error) {
+	if err := s.authorize(r, req.Lease.Holder, req.Lease.Validator); err != nil {
+		return nil, err
+	}
+	l, err := s.st.Renew(r.Context(), req.Lease, req.Watermark)
+	return api.LeaseRequest{Lease: l}, err
+}
+
+func (s *Server) release(r *http.Request, req api.LeaseRequest) (any, error) {
+	if err := s.authorize(r, req.Lease.Holder, req.Lease.Validator); err != nil {
+		return nil, err
+	}
+	return nil, s.st.Release(r.Context(), req.Lease, req.Watermark)
+}
+
+func (s *Server) checkLease(r *http.Request, req api.LeaseRequest) (any, error) {
+	if err := s.authorize(r, req.Lease.Holder, req.Lease.Validator); err != nil {
+		return nil, err
+	}
+	return nil, s.st.CheckLease(r.Context(), req.Lease)
+}
+
+func (s *Server) journal(r *http.Request, req fencing.JournalRequest) (any, error) {
+	e, err := s.journalOne(r, req)
+	return api.JournalResponse{Entry: e}, err
 }

@@ -5,6 +5,7 @@
 package embedetcd
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -35,39 +36,77 @@ type Member struct {
 
 // Spec describes a member to start.
 type Spec struct {
-	Name      string
-	Dir       string
-	ClientURL string
-	PeerURL   string
+	Name string
+	Dir  string
+	// ClientURL and PeerURL are advertised, and listened on unless
+	// ListenClientURL / ListenPeerURL say otherwise (a member behind a
+	// proxy listens on one address and advertises the proxy's).
+	ClientURL       string
+	PeerURL         string
+	ListenClientURL string
+	ListenPeerURL   string
 	// InitialCluster is name=peerURL,… for all members; empty for one member.
 	InitialCluster string
-	// ReadyTimeout bounds the wait for the member to serve; default 30s.
+	// ReadyTimeout bounds Start's wait for the member to serve; default 30s.
 	ReadyTimeout time.Duration
 	// FastElections shortens heartbeat and election timeouts for tests.
 	FastElections bool
+	// Logger receives etcd's own log; default silent (its failures reach
+	// the caller as client errors, and at shutdown it reports closed
+	// listeners as errors).
+	Logger *zap.Logger
 }
 
 // Start starts the member of spec and waits until it serves clients (for a
 // cluster member: until a quorum formed).
 func Start(spec Spec) (*Member, error) {
+	m, err := Launch(spec)
+	if err != nil {
+		return nil, err
+	}
+	timeout := spec.ReadyTimeout
+	if timeout == 0 {
+		timeout = 30 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	if err := m.WaitReady(ctx); err != nil {
+		m.Close()
+		return nil, err
+	}
+	return m, nil
+}
+
+// Launch starts the member of spec without waiting for it to serve; its
+// listeners are open when Launch returns.
+func Launch(spec Spec) (*Member, error) {
 	cfg := embed.NewConfig()
 	cfg.Name = spec.Name
 	cfg.Dir = spec.Dir
-	// etcd's own log is silent: its failures reach the caller as client
-	// errors, and at shutdown it reports closed listeners as errors.
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	lg := spec.Logger
+	if lg == nil {
+		lg = zap.NewNop()
+	}
+	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(lg)
 	cfg.AutoCompactionMode = "revision"
 	cfg.AutoCompactionRetention = "100000"
-	cu, err := url.Parse(spec.ClientURL)
-	if err != nil {
-		return nil, fmt.Errorf("etcd client URL %q: %w", spec.ClientURL, err)
+	urls := map[string]string{"client": spec.ClientURL, "peer": spec.PeerURL, "client listen": spec.ListenClientURL, "peer listen": spec.ListenPeerURL}
+	if urls["client listen"] == "" {
+		urls["client listen"] = spec.ClientURL
 	}
-	pu, err := url.Parse(spec.PeerURL)
-	if err != nil {
-		return nil, fmt.Errorf("etcd peer URL %q: %w", spec.PeerURL, err)
+	if urls["peer listen"] == "" {
+		urls["peer listen"] = spec.PeerURL
 	}
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
+	parsed := map[string]url.URL{}
+	for what, raw := range urls {
+		u, err := url.Parse(raw)
+		if err != nil || u.Host == "" {
+			return nil, fmt.Errorf("etcd %s URL %q must be http://host:port", what, raw)
+		}
+		parsed[what] = *u
+	}
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{parsed["client listen"]}, []url.URL{parsed["client"]}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{parsed["peer listen"]}, []url.URL{parsed["peer"]}
 	cfg.InitialCluster = spec.InitialCluster
 	if cfg.InitialCluster == "" {
 		cfg.InitialCluster = spec.Name + "=" + spec.PeerURL
@@ -80,22 +119,31 @@ func Start(spec Spec) (*Member, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start etcd member %s in %s: %w", spec.Name, spec.Dir, err)
 	}
-	timeout := spec.ReadyTimeout
-	if timeout == 0 {
-		timeout = 30 * time.Second
-	}
-	m := &Member{Name: spec.Name, Dir: spec.Dir, ClientURL: spec.ClientURL, PeerURL: spec.PeerURL, e: e}
+	return &Member{Name: spec.Name, Dir: spec.Dir, ClientURL: spec.ClientURL, PeerURL: spec.PeerURL, e: e}, nil
+}
+
+// WaitReady waits until the member serves clients (for a cluster member:
+// until a quorum formed), it fails, or ctx ends.
+func (m *Member) WaitReady(ctx context.Context) error {
 	select {
-	case <-e.Server.ReadyNotify():
-		return m, nil
-	case err := <-e.Err():
-		m.Close()
-		return nil, fmt.Errorf("etcd member %s failed: %w", spec.Name, err)
-	case <-time.After(timeout):
-		m.Close()
-		return nil, fmt.Errorf("etcd member %s not ready after %s (no quorum?)", spec.Name, timeout)
+	case <-m.e.Server.ReadyNotify():
+		return nil
+	case err := <-m.e.Err():
+		return fmt.Errorf("etcd member %s failed: %w", m.Name, err)
+	case <-ctx.Done():
+		return fmt.Errorf("etcd member %s not ready: %w (no quorum?)", m.Name, ctx.Err())
 	}
 }
+
+// Err reports a failure of the running member.
+func (m *Member) Err() <-chan error { return m.e.Err() }
+
+// ClientAddr and PeerAddr are the addresses the member listens on (with the
+// ports chosen when the spec asked for port 0).
+func (m *Member) ClientAddr() string { return m.e.Clients[0].Addr().String() }
+
+// PeerAddr: see ClientAddr.
+func (m *Member) PeerAddr() string { return m.e.Peers[0].Listener.Addr().String() }
 
 // Close stops the member; it is safe to call more than once.
 func (m *Member) Close() {

@@ -1,8 +1,8 @@
 // Command fence-etcd runs one real etcd member (go.etcd.io/etcd/server/v3/embed)
-// as its own process, so that the end-to-end suite can SIGSTOP it or kill -9
-// it like a production member. It differs from internal/embedetcd in one way
-// the suite needs: the member listens on one address and advertises another,
-// so that peers and clients reach it through a fault-injecting proxy.
+// as its own process (through internal/embedetcd), so that the end-to-end
+// suite can SIGSTOP it or kill -9 it like a production member. The member
+// listens on one address and advertises another, so that peers and clients
+// reach it through a fault-injecting proxy.
 //
 // Its first line on stdout is
 //
@@ -24,9 +24,10 @@ import (
 	"syscall"
 	"time"
 
-	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/validator-fencing/fencing/internal/embedetcd"
 )
 
 type config struct {
@@ -85,9 +86,6 @@ func (c config) validate() error {
 }
 
 func run(ctx context.Context, c config) error {
-	cfg := embed.NewConfig()
-	cfg.Name = c.name
-	cfg.Dir = c.dir
 	// Warnings and errors go to stderr (the suite keeps it per process).
 	zc := zap.NewProductionConfig()
 	zc.Level = zap.NewAtomicLevelAt(zapcore.WarnLevel)
@@ -96,41 +94,28 @@ func run(ctx context.Context, c config) error {
 	if err != nil {
 		return err
 	}
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(lg)
-	cfg.AutoCompactionMode = "revision"
-	cfg.AutoCompactionRetention = "100000"
-	lc, _ := url.Parse("http://" + c.listenClient)
-	lp, _ := url.Parse("http://" + c.listenPeer)
-	ac, _ := url.Parse(c.advertiseClient)
-	ap, _ := url.Parse(c.advertisePeer)
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*lc}, []url.URL{*ac}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*lp}, []url.URL{*ap}
-	cfg.InitialCluster = c.initial
-	if cfg.InitialCluster == "" {
-		cfg.InitialCluster = c.name + "=" + c.advertisePeer
-	}
-	cfg.InitialClusterToken = "fencing-e2e"
-	if c.fastElections {
-		cfg.TickMs, cfg.ElectionMs = 50, 500
-	}
-	e, err := embed.StartEtcd(cfg)
+	m, err := embedetcd.Launch(embedetcd.Spec{
+		Name: c.name, Dir: c.dir, ClientURL: c.advertiseClient, PeerURL: c.advertisePeer,
+		ListenClientURL: "http://" + c.listenClient, ListenPeerURL: "http://" + c.listenPeer,
+		InitialCluster: c.initial, FastElections: c.fastElections, Logger: lg,
+	})
 	if err != nil {
-		return fmt.Errorf("start etcd member %s: %w", c.name, err)
+		return err
 	}
-	defer e.Close()
-	fmt.Printf("listening client=%s peer=%s\n", e.Clients[0].Addr(), e.Peers[0].Listener.Addr())
-	select {
-	case <-e.Server.ReadyNotify():
-		fmt.Println("ready")
-	case err := <-e.Err():
-		return fmt.Errorf("etcd member %s failed: %w", c.name, err)
-	case <-time.After(c.readyTimeout):
-		return fmt.Errorf("etcd member %s not ready after %s (no quorum?)", c.name, c.readyTimeout)
-	case <-ctx.Done():
+	defer m.Close()
+	fmt.Printf("listening client=%s peer=%s\n", m.ClientAddr(), m.PeerAddr())
+	rctx, cancel := context.WithTimeout(ctx, c.readyTimeout)
+	err = m.WaitReady(rctx)
+	cancel()
+	switch {
+	case ctx.Err() != nil:
 		return nil
+	case err != nil:
+		return err
 	}
+	fmt.Println("ready")
 	select {
-	case err := <-e.Err():
+	case err := <-m.Err():
 		return fmt.Errorf("etcd member %s failed: %w", c.name, err)
 	case <-ctx.Done():
 		return nil

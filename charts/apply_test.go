@@ -1,6 +1,7 @@
 package charts
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -25,6 +26,8 @@ import (
 	"k8s.io/client-go/restmapper"
 	"k8s.io/utils/ptr"
 
+	"github.com/validator-fencing/fencing/internal/cli"
+	"github.com/validator-fencing/fencing/internal/fencetest"
 	"github.com/validator-fencing/fencing/internal/fencing"
 	"github.com/validator-fencing/fencing/internal/kube"
 	"github.com/validator-fencing/fencing/internal/kubetest"
@@ -244,29 +247,39 @@ func TestAppliesToAPIServer(t *testing.T) {
 		rec.Close(ctx)
 	})
 
-	t.Run("bump --scale", func(t *testing.T) {
+	// The real fencectl bump --scale against a real coordinator: revoke, the
+	// old holder's StatefulSet to 0, drain and grant, the new one back up.
+	t.Run("fencectl bump --scale", func(t *testing.T) {
+		c := fencetest.Start(t, fencetest.Options{})
+		c.AddValidator(t, "val-1", "region-a")
 		kc := s.Kubeconfig(t, "", "region-a", "region-b")
-		from, err := kube.ClientForContext(kc, "region-a")
-		if err != nil {
-			t.Fatal(err)
+		var out, errOut bytes.Buffer
+		code := cli.Main(ctx, []string{"bump", "val-1", "--to", "region-b", "--operator", "alice", "--reason", "drill",
+			"--scale", "--kubeconfig", kc, "--from-context", "region-a", "--to-context", "region-b",
+			"--namespace", "validators", "--statefulset", "besu-validator-1", "--to-namespace", "validators-b"},
+			&out, &errOut, func(k string) string {
+				if k == "FENCE_COORDINATOR" {
+					return c.URL
+				}
+				return ""
+			})
+		if code != cli.ExitOK || !strings.Contains(out.String(), "grant_committed") {
+			t.Fatalf("fencectl bump --scale = exit %d\nstdout: %s\nstderr: %s", code, out.String(), errOut.String())
 		}
-		to, err := kube.ClientForContext(kc, "region-b")
-		if err != nil {
-			t.Fatal(err)
-		}
-		prev, err := kube.ScaleStatefulSet(ctx, from, "validators", "besu-validator-1", 0)
-		if err != nil || prev != 1 {
-			t.Fatalf("scale region A to 0 = %d, %v; want previous 1", prev, err)
-		}
-		prev, err = kube.ScaleStatefulSet(ctx, to, "validators-b", "besu-validator-1", 1)
-		if err != nil || prev != 0 {
-			t.Fatalf("scale region B to 1 = %d, %v; want previous 0", prev, err)
+		for _, want := range []string{"scaled region-a/validators/besu-validator-1 from 1 to 0", "scaled region-b/validators-b/besu-validator-1 from 0 to 1"} {
+			if !strings.Contains(errOut.String(), want) {
+				t.Errorf("fencectl bump --scale did not report %q:\n%s", want, errOut.String())
+			}
 		}
 		for ns, want := range map[string]int32{"validators": 0, "validators-b": 1} {
 			got, err := s.Client.AppsV1().StatefulSets(ns).Get(ctx, "besu-validator-1", metav1.GetOptions{})
 			if err != nil || *got.Spec.Replicas != want {
 				t.Errorf("%s/besu-validator-1 replicas = %v, %v; want %d", ns, got.Spec.Replicas, err, want)
 			}
+		}
+		st, err := c.Client.Status(ctx, "val-1")
+		if err != nil || st.Epoch.Epoch != 2 || st.Epoch.Holder != "region-b" {
+			t.Fatalf("val-1 after bump --scale = %+v, %v; want epoch 2 on region-b", st.Epoch, err)
 		}
 	})
 }

@@ -19,6 +19,8 @@ type scaleOptions struct {
 	toContext   string
 	namespace   string
 	statefulset string
+	toNamespace string
+	toSet       string
 	replicas    int
 }
 
@@ -29,6 +31,8 @@ func (s *scaleOptions) flags(fs *flag.FlagSet) {
 	fs.StringVar(&s.toContext, "to-context", "", "kubeconfig context of the new holder's cluster")
 	fs.StringVar(&s.namespace, "namespace", "", "namespace of the validator StatefulSet (same in both clusters)")
 	fs.StringVar(&s.statefulset, "statefulset", "", "name of the validator StatefulSet (same in both clusters)")
+	fs.StringVar(&s.toNamespace, "to-namespace", "", "namespace of the new holder's StatefulSet (default: --namespace)")
+	fs.StringVar(&s.toSet, "to-statefulset", "", "name of the new holder's StatefulSet (default: --statefulset)")
 	fs.IntVar(&s.replicas, "replicas", 0, "replicas for the new holder's StatefulSet (default: what the old one had)")
 }
 
@@ -47,6 +51,12 @@ func (s *scaleOptions) validate() error {
 	}
 	if s.replicas < 0 {
 		errs = append(errs, errors.New("--replicas must be >= 0"))
+	}
+	if s.toNamespace == "" {
+		s.toNamespace = s.namespace
+	}
+	if s.toSet == "" {
+		s.toSet = s.statefulset
 	}
 	return flagenv.Problems(errs)
 }
@@ -86,10 +96,10 @@ func (e *env) bumpWithScale(c *api.Client, ids []string, req api.BumpRequest, s 
 	if want == 0 {
 		want = prev
 	}
-	was, err := kube.ScaleStatefulSet(e.ctx, toCli, s.namespace, s.statefulset, want)
+	was, err := kube.ScaleStatefulSet(e.ctx, toCli, s.toNamespace, s.toSet, want)
 	if err != nil {
-		return e.fail("scale up "+s.toContext+"/"+s.namespace+"/"+s.statefulset, err)
+		return e.fail("scale up "+s.toContext+"/"+s.toNamespace+"/"+s.toSet, err)
 	}
-	fmt.Fprintf(e.stderr, "scaled %s/%s/%s from %d to %d replicas\n", s.toContext, s.namespace, s.statefulset, was, want)
+	fmt.Fprintf(e.stderr, "scaled %s/%s/%s from %d to %d replicas\n", s.toContext, s.toNamespace, s.toSet, was, want)
 	return ExitOK
 }

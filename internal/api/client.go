@@ -14,6 +14,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -40,6 +41,31 @@ type Client struct {
 	hc    *http.Client
 	opts  ClientOptions
 	first atomic.Int32 // index of the URL that answered last
+
+	tokenMu   sync.Mutex
+	token     string
+	tokenRead time.Time
+}
+
+// tokenTTL is how long a token read from TokenFile is reused. Projected
+// ServiceAccount tokens are replaced in place well before they expire (at
+// 80% of a lifetime of 10 minutes or more), so a short reuse is safe and
+// keeps a file read off every signature.
+const tokenTTL = 30 * time.Second
+
+// bearer returns the token of TokenFile, read at most every tokenTTL.
+func (c *Client) bearer() (string, error) {
+	c.tokenMu.Lock()
+	defer c.tokenMu.Unlock()
+	if c.token != "" && time.Since(c.tokenRead) < tokenTTL {
+		return c.token, nil
+	}
+	tok, err := os.ReadFile(c.opts.TokenFile)
+	if err != nil {
+		return "", fencing.Errorf(fencing.CodeUnauthorized, "read token file: %v", err)
+	}
+	c.token, c.tokenRead = strings.TrimSpace(string(tok)), time.Now()
+	return c.token, nil
 }
 
 // NewClient returns a client for urls (http:// or https://).
@@ -137,11 +163,11 @@ func (c *Client) once(ctx context.Context, base, method, path string, body []byt
 		req.Header.Set("Content-Type", "application/json")
 	}
 	if c.opts.TokenFile != "" {
-		tok, err := os.ReadFile(c.opts.TokenFile)
+		tok, err := c.bearer()
 		if err != nil {
-			return 0, fencing.Errorf(fencing.CodeUnauthorized, "read token file: %v", err)
+			return 0, err
 		}
-		req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {

@@ -46,6 +46,11 @@ func (s *Store) Journal(ctx context.Context, r fencing.JournalRequest) (fencing.
 	if err := r.Validate(); err != nil {
 		return fencing.JournalEntry{}, err
 	}
+	return s.journalValid(ctx, r)
+}
+
+// journalValid is Journal for a request already validated.
+func (s *Store) journalValid(ctx context.Context, r fencing.JournalRequest) (fencing.JournalEntry, error) {
 	cmps, ops, e, err := s.journalOps(r)
 	if err != nil {
 		return e, err
@@ -203,7 +208,7 @@ func (j *Journaler) Run(ctx context.Context) {
 func (j *Journaler) commit(ctx context.Context, batch []*pendingJournal) {
 	if len(batch) == 1 {
 		p := batch[0]
-		p.Finish(j.s.Journal(p.Ctx, p.Req))
+		p.Finish(j.s.journalValid(p.Ctx, p.Req))
 		return
 	}
 	var cmps []clientv3.Cmp
@@ -233,7 +238,7 @@ func (j *Journaler) commit(ctx context.Context, batch []*pendingJournal) {
 		if p == nil {
 			continue
 		}
-		wg.Go(func() { p.Finish(j.s.Journal(p.Ctx, p.Req)) })
+		wg.Go(func() { p.Finish(j.s.journalValid(p.Ctx, p.Req)) })
 	}
 	wg.Wait()
 }

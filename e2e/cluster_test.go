@@ -150,7 +150,11 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 		t.Fatal(err)
 	}
 	c.obs = drill.NewObserver(c.etcdCli, prefix)
-	c.wg.Go(func() { c.obs.Run(ctx, 0) })
+	from, err := c.obs.Now(ctx) // before any validator is registered
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.wg.Go(func() { c.obs.Run(ctx, from) })
 
 	// Coordinators in A and B, each pointed at every member (its own first).
 	for _, r := range holders {

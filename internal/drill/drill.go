@@ -31,6 +31,7 @@ import (
 	"crypto/ecdsa"
 	"errors"
 	"fmt"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"io"
 	"net"
 	"net/http"
@@ -43,7 +44,6 @@ import (
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
 	"github.com/hashicorp/go-hclog"
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
 	"github.com/validator-fencing/fencing/coordinator"
@@ -265,9 +265,13 @@ func (d *run) run(ctx context.Context) error {
 		return err
 	}
 	d.obs = NewObserver(d.etcd, store.DefaultPrefix)
+	from, err := d.obs.Now(ctx) // before any validator is registered
+	if err != nil {
+		return err
+	}
 	octx, stopObs := context.WithCancel(context.WithoutCancel(ctx))
 	var obsDone sync.WaitGroup
-	obsDone.Go(func() { d.obs.Run(octx, 0) })
+	obsDone.Go(func() { d.obs.Run(octx, from) })
 	d.stops = append(d.stops, func() { stopObs(); obsDone.Wait() })
 	d.step("embedded etcd %s and coordinator %s up (data in %s)", m.ClientURL, d.res.Coordinator, d.dir)
 

@@ -3,6 +3,7 @@ package drill
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"sort"
 	"strings"
 	"sync"
@@ -59,19 +60,21 @@ func NewObserver(cli *clientv3.Client, prefix string) *Observer {
 	return &Observer{cli: cli, prefix: prefix, changed: make(chan struct{})}
 }
 
-// Run watches from revision from (0: from now) until ctx ends, resuming
-// after errors where it stopped, so no revision is missed.
+// Now returns the revision to start Run from so that it sees everything
+// committed after this call. Read it before anything to observe is written:
+// a Run started "from now" in its own goroutine could miss the first writes.
+func (o *Observer) Now(ctx context.Context) (int64, error) {
+	resp, err := o.cli.Get(ctx, o.prefix+"validators/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return 0, fmt.Errorf("read the etcd revision: %w", err)
+	}
+	return resp.Header.Revision + 1, nil
+}
+
+// Run watches from revision from (see Now) until ctx ends, resuming after
+// errors where it stopped, so no revision is missed.
 func (o *Observer) Run(ctx context.Context, from int64) {
 	vprefix := o.prefix + "validators/"
-	for from <= 0 && ctx.Err() == nil {
-		// Start at the current revision; nothing after it may be missed.
-		gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		resp, err := o.cli.Get(gctx, vprefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
-		cancel()
-		if err == nil {
-			from = resp.Header.Revision + 1
-		}
-	}
 	o.mu.Lock()
 	o.lastRev = from - 1
 	o.mu.Unlock()

@@ -1,6 +1,8 @@
 module github.com/validator-fencing/fencing
 
-go 1.26.0
+go 1.27.0
+
+toolchain go1.27.3
 
 require (
 	github.com/ethereum/go-ethereum v1.17.10

@@ -5,6 +5,7 @@
 # the cooperative handover, then the one where region-a is partitioned away
 # and the handover waits for its leases to expire.
 set -euo pipefail
+export GOTOOLCHAIN=go1.27.3
 cd "$(dirname "$0")/.."
 go build -o bin/ ./coordinator/cmd/fencectl
 export FENCE_OPERATOR=${FENCE_OPERATOR:-demo}

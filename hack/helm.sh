@@ -11,6 +11,7 @@
 #   FENCE_HELM        use this helm binary instead (must be executable).
 #   FENCE_HELM_CACHE  cache directory (default: $(go env GOCACHE)/../fencing-helm).
 set -euo pipefail
+export GOTOOLCHAIN=go1.27.3
 
 version=v3.22.0
 # helm v3.22.0 is built against k8s.io/client-go v0.37.0; without these

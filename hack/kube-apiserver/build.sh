@@ -13,6 +13,7 @@
 # busy 2-core machine) and writes a 120 MB binary. A lock
 # file makes concurrent callers wait for one build instead of running two.
 set -euo pipefail
+export GOTOOLCHAIN=go1.27.3
 
 version=v1.37.2
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)

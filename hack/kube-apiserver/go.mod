@@ -4,7 +4,9 @@ module github.com/validator-fencing/fencing/hack/kube-apiserver
 // integration tests of internal/kube (see build.sh). It is separate from the
 // main module so that k8s.io/kubernetes never enters its dependency graph.
 
-go 1.26.0
+go 1.27.0
+
+toolchain go1.27.3
 
 require k8s.io/kubernetes v1.37.2
 

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	authnv1 "k8s.io/api/authentication/v1"
 	authzv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -181,7 +180,7 @@ func TestAppliesToAPIServer(t *testing.T) {
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
-				tok := requestToken(ctx, t, s.Client, tt.namespace, tt.sa, tt.audience)
+				tok := kubetest.Token(ctx, t, s.Client, tt.namespace, tt.sa, tt.audience, true)
 				var id fencing.Identity
 				var err error
 				// RBAC reaches the authorizer's cache asynchronously.
@@ -201,10 +200,10 @@ func TestAppliesToAPIServer(t *testing.T) {
 				if err != nil || id.Holder != tt.wantHold {
 					t.Fatalf("Authenticate(%s/%s token for %q) = %+v, %v; want holder %s", tt.namespace, tt.sa, tt.audience, id, err, tt.wantHold)
 				}
-				if err := id.Permits("region-a", "0x5B38Da6a701c568545dCfcB03FcB875f56beddC4"); err != nil {
+				if err := id.Permits("region-a", tt.sa+"-0", "0x5B38Da6a701c568545dCfcB03FcB875f56beddC4"); err != nil {
 					t.Errorf("identity %+v does not permit its validator: %v", id, err)
 				}
-				if err := id.Permits("region-b", "0x5B38Da6a701c568545dCfcB03FcB875f56beddC4"); err == nil {
+				if err := id.Permits("region-b", tt.sa+"-0", "0x5B38Da6a701c568545dCfcB03FcB875f56beddC4"); err == nil {
 					t.Errorf("identity %+v permits region-b", id)
 				}
 			})
@@ -389,22 +388,6 @@ func (a *applier) installMonitoringCRDs(ctx context.Context, t *testing.T) {
 		}
 		return nil
 	})
-}
-
-func requestToken(ctx context.Context, t *testing.T, c kubernetes.Interface, ns, sa, aud string) string {
-	t.Helper()
-	if _, err := c.CoreV1().ServiceAccounts(ns).Get(ctx, sa, metav1.GetOptions{}); apierrors.IsNotFound(err) {
-		if _, err := c.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	tr, err := c.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa, &authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{
-		Audiences: []string{aud}, ExpirationSeconds: ptr.To[int64](600),
-	}}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatalf("TokenRequest %s/%s for %q: %v", ns, sa, aud, err)
-	}
-	return tr.Status.Token
 }
 
 func clientFor(t *testing.T, cfg *rest.Config) kubernetes.Interface {

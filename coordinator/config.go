@@ -19,6 +19,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -44,6 +45,9 @@ type Config struct {
 	MaxWatchWait      time.Duration
 	JournalRetention  uint64
 	OperatorTokenFile string
+	OperatorAuth      flagenv.List
+	OperatorNamespace string
+	ClientCA          string
 	AuthAudience      string
 	AuthBindings      string
 	AuthBindingsFile  string
@@ -73,7 +77,10 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.SessionTTL, "session-ttl", 10*time.Second, "TTL of this replica's etcd session that holds bump locks")
 	fs.DurationVar(&c.MaxWatchWait, "max-watch-wait", 60*time.Second, "longest epoch watch (long poll) a sidecar may ask for")
 	fs.Uint64Var(&c.JournalRetention, "journal-retention", 0, "keep each validator's journal this many heights below its watermark (0: keep everything; the audit looks back only as far)")
-	fs.StringVar(&c.OperatorTokenFile, "operator-token-file", "", "require this bearer token (the file's content) on the operator API: validators, freeze, bump, history, journal, audits")
+	fs.StringVar(&c.OperatorTokenFile, "operator-token-file", "", "a bearer token (the file's content, mode 0600, at least 16 characters) that authorizes every operator action (--operator-auth token)")
+	fs.Var(&c.OperatorAuth, "operator-auth", "how operators authenticate, comma-separated: kubernetes (TokenReview, then SubjectAccessReview of each verb against RBAC), token (--operator-token-file), mtls (--client-ca, O=fencing:operators), none (open; loopback listeners only). Default: token if --operator-token-file is set, else none")
+	fs.StringVar(&c.OperatorNamespace, "operator-namespace", "", "namespace in which --operator-auth kubernetes asks RBAC (the coordinator's own)")
+	fs.StringVar(&c.ClientCA, "client-ca", "", "verify client certificates signed by this CA bundle (needs --tls-cert): sidecars (CN=<sidecar>, O=fencing:holder:<holder>) and operators (O=fencing:operators)")
 	fs.StringVar(&c.AuthAudience, "auth-audience", "", "require sidecars to present a Kubernetes ServiceAccount token for this audience (checked with TokenReview)")
 	fs.StringVar(&c.AuthBindings, "auth-bindings", "", "ServiceAccount to holder bindings: ns/sa=holder[:validator,...];... (see docs/kubernetes.md)")
 	fs.StringVar(&c.AuthBindingsFile, "auth-bindings-file", "", "the same bindings as a YAML or JSON file")
@@ -127,6 +134,7 @@ func (c *Config) Validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("--log-level %q must be trace, debug, info, warn or error", c.LogLevel))
 	}
+	errs = append(errs, c.validateAuth()...)
 	if c.AuthAudience != "" && c.AuthBindings == "" && c.AuthBindingsFile == "" {
 		errs = append(errs, errors.New("--auth-audience needs --auth-bindings or --auth-bindings-file (which ServiceAccount may act for which holder)"))
 	}
@@ -134,4 +142,83 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("--auth-bindings needs --auth-audience (the audience of the sidecars' projected tokens)"))
 	}
 	return flagenv.Problems(errs)
+}
+
+// Operator authentication modes (--operator-auth).
+const (
+	OperatorAuthKubernetes = "kubernetes"
+	OperatorAuthToken      = "token"
+	OperatorAuthMTLS       = "mtls"
+	OperatorAuthNone       = "none"
+)
+
+// operatorModes returns the operator authentication modes, defaults
+// applied.
+func (c *Config) operatorModes() []string {
+	if len(c.OperatorAuth) > 0 {
+		return c.OperatorAuth
+	}
+	if c.OperatorTokenFile != "" {
+		return []string{OperatorAuthToken}
+	}
+	return []string{OperatorAuthNone}
+}
+
+// validateAuth checks the authentication settings: every mode has what it
+// needs, and nothing is open to the network. Off a loopback listener the
+// coordinator serves only TLS, authenticates sidecars (--auth-audience or
+// --client-ca) and operators (--operator-auth other than none).
+func (c *Config) validateAuth() []error {
+	var errs []error
+	modes := c.operatorModes()
+	for _, m := range modes {
+		switch m {
+		case OperatorAuthKubernetes:
+			if c.OperatorNamespace == "" {
+				errs = append(errs, errors.New("--operator-auth kubernetes needs --operator-namespace (the namespace whose RBAC decides; the chart sets the coordinator's own)"))
+			}
+		case OperatorAuthToken:
+			if c.OperatorTokenFile == "" {
+				errs = append(errs, errors.New("--operator-auth token needs --operator-token-file"))
+			} else if _, err := readOperatorToken(c.OperatorTokenFile); err != nil {
+				errs = append(errs, err)
+			}
+		case OperatorAuthMTLS:
+			if c.ClientCA == "" {
+				errs = append(errs, errors.New("--operator-auth mtls needs --client-ca"))
+			}
+		case OperatorAuthNone:
+			if len(modes) > 1 {
+				errs = append(errs, errors.New("--operator-auth none excludes the other modes"))
+			}
+		default:
+			errs = append(errs, fmt.Errorf("--operator-auth %q must be kubernetes, token, mtls or none", m))
+		}
+	}
+	if c.OperatorTokenFile != "" && !slices.Contains(modes, OperatorAuthToken) {
+		errs = append(errs, errors.New("--operator-token-file is set but --operator-auth does not include token"))
+	}
+	if c.ClientCA != "" && c.TLSCert == "" {
+		errs = append(errs, errors.New("--client-ca needs --tls-cert (client certificates are verified in the TLS handshake)"))
+	}
+	if host, _, err := net.SplitHostPort(c.Listen); err == nil && !isLoopback(host) {
+		if c.TLSCert == "" {
+			errs = append(errs, fmt.Errorf("--listen %s leaves this host: serve TLS (--tls-cert, --tls-key), or listen on 127.0.0.1", c.Listen))
+		}
+		if slices.Contains(modes, OperatorAuthNone) {
+			errs = append(errs, fmt.Errorf("--listen %s leaves this host: the operator API must not be open; set --operator-auth (kubernetes, token or mtls)", c.Listen))
+		}
+		if c.AuthAudience == "" && c.ClientCA == "" {
+			errs = append(errs, fmt.Errorf("--listen %s leaves this host: sidecars must authenticate; set --auth-audience with --auth-bindings (Kubernetes) or --client-ca (certificates)", c.Listen))
+		}
+	}
+	return errs
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

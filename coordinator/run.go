@@ -3,11 +3,13 @@ package coordinator
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -63,13 +65,22 @@ func Run(ctx context.Context, cfg Config, lg hclog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	opts := store.Options{Prefix: cfg.EtcdPrefix, Logger: lg.Named("store"), RequestTimeout: cfg.EtcdTimeout, Registerer: reg}
-	token, err := readOperatorToken(cfg.OperatorTokenFile)
-	if err != nil {
-		return err
-	}
-	sopts := ServerOptions{OperatorToken: token, Logger: lg, MaxWatchWait: cfg.MaxWatchWait, ReconcileInterval: cfg.ReconcileInterval, SessionTTL: cfg.SessionTTL, JournalRetention: cfg.JournalRetention, Registry: reg}
+	sopts := ServerOptions{ClientCerts: cfg.ClientCA != "", Logger: lg, MaxWatchWait: cfg.MaxWatchWait, ReconcileInterval: cfg.ReconcileInterval, SessionTTL: cfg.SessionTTL, JournalRetention: cfg.JournalRetention, Registry: reg}
 
-	if cfg.AuthAudience != "" || cfg.EventsNamespace != "" {
+	modes := cfg.operatorModes()
+	if slices.Contains(modes, OperatorAuthToken) {
+		if sopts.OperatorToken, err = readOperatorToken(cfg.OperatorTokenFile); err != nil {
+			return err
+		}
+	}
+	if slices.Contains(modes, OperatorAuthNone) {
+		lg.Warn("the operator API is open to whoever reaches the listener (--operator-auth none, loopback only)", "addr", ln.Addr().String())
+	}
+	if cfg.AuthAudience == "" && cfg.ClientCA == "" {
+		lg.Warn("sidecars are not authenticated (no --auth-audience or --client-ca; loopback only)", "addr", ln.Addr().String())
+	}
+	kubeOperators := slices.Contains(modes, OperatorAuthKubernetes)
+	if cfg.AuthAudience != "" || cfg.EventsNamespace != "" || kubeOperators {
 		kc, err := kubeClient(cfg.Kubeconfig)
 		if err != nil {
 			return err
@@ -81,6 +92,10 @@ func Run(ctx context.Context, cfg Config, lg hclog.Logger) error {
 			}
 			sopts.Auth = kube.NewTokenReviewAuthenticator(kc, cfg.AuthAudience, bindings, kube.WithLogger(lg.Named("auth")))
 			lg.Info("sidecar authentication on", "audience", cfg.AuthAudience, "bindings", kube.FormatBindings(bindings))
+		}
+		if kubeOperators {
+			sopts.OperatorReviewer = kube.NewOperatorAuthorizer(kc, cfg.OperatorNamespace, nil, kube.WithLogger(lg.Named("operators")))
+			lg.Info("operator authorization by RBAC", "namespace", cfg.OperatorNamespace, "group", kube.OperatorAPIGroup)
 		}
 		if cfg.EventsNamespace != "" {
 			rec := kube.NewEventRecorder(kc, cfg.EventsNamespace, kube.WithLogger(lg.Named("events")), kube.WithRegarding(kube.PodFromEnv(os.Getenv)))
@@ -101,11 +116,24 @@ func Run(ctx context.Context, cfg Config, lg hclog.Logger) error {
 	defer stop()
 	done := srv.Start(runCtx)
 
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: lg.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})}
+	hs := &http.Server{
+		Handler:           srv.Handler(),
+		ReadHeaderTimeout: readHeaderTimeout, ReadTimeout: readTimeout, WriteTimeout: writeTimeout, IdleTimeout: idleTimeout,
+		ErrorLog: lg.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+	}
+	if cfg.TLSCert != "" {
+		hs.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		if cfg.ClientCA != "" {
+			pool, err := loadCAs(cfg.ClientCA)
+			if err != nil {
+				return err
+			}
+			hs.TLSConfig.ClientCAs, hs.TLSConfig.ClientAuth = pool, tls.VerifyClientCertIfGiven
+		}
+	}
 	errc := make(chan error, 1)
 	go func() {
 		if cfg.TLSCert != "" {
-			hs.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 			errc <- hs.ServeTLS(ln, cfg.TLSCert, cfg.TLSKey)
 		} else {
 			errc <- hs.Serve(ln)
@@ -168,9 +196,6 @@ func loadBindings(cfg Config) ([]kube.Binding, error) {
 // readOperatorToken reads the operator token; the file must not be readable
 // by others, and the token must be long enough to resist guessing.
 func readOperatorToken(path string) (string, error) {
-	if path == "" {
-		return "", nil
-	}
 	st, err := os.Stat(path)
 	if err != nil {
 		return "", fmt.Errorf("--operator-token-file: %w", err)
@@ -187,4 +212,16 @@ func readOperatorToken(path string) (string, error) {
 		return "", fmt.Errorf("--operator-token-file %s holds %d characters; use at least 16 random ones (e.g. openssl rand -hex 32)", path, len(tok))
 	}
 	return tok, nil
+}
+
+func loadCAs(path string) (*x509.CertPool, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--client-ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("--client-ca %s holds no PEM certificate", path)
+	}
+	return pool, nil
 }

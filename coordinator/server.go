@@ -2,11 +2,9 @@ package coordinator
 
 import (
 	"context"
-	"crypto/subtle"
 	"fmt"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -19,17 +17,20 @@ import (
 	"github.com/validator-fencing/fencing/internal/store"
 )
 
-// Authenticator checks a sidecar's bearer token (internal/kube's
-// TokenReviewAuthenticator in Kubernetes).
-type Authenticator interface {
-	Authenticate(ctx context.Context, bearerToken string) (fencing.Identity, error)
-}
-
 // ServerOptions configure a Server; zero values take defaults.
 type ServerOptions struct {
-	Logger            hclog.Logger
-	Auth              Authenticator // nil: sidecars are not authenticated
-	OperatorToken     string        // empty: the operator API is not authenticated
+	Logger hclog.Logger
+	// Auth authenticates sidecars by bearer token; nil: not by token.
+	Auth Authenticator
+	// ClientCerts: the listener verifies client certificates (--client-ca);
+	// sidecars and operators may authenticate with them (auth.go).
+	ClientCerts bool
+	// OperatorToken, when set, is a bearer token that authorizes every
+	// operator action.
+	OperatorToken string
+	// OperatorReviewer, when set, authenticates operators' Kubernetes tokens
+	// and authorizes each action with RBAC.
+	OperatorReviewer  OperatorReviewer
 	MaxWatchWait      time.Duration // default 60s
 	ReconcileInterval time.Duration // default 2s
 	SessionTTL        time.Duration // default 10s
@@ -60,7 +61,7 @@ func NewServer(st *store.Store, o ServerOptions) (*Server, error) {
 	}
 	return &Server{
 		st: st, journaler: st.NewJournaler(24), reconciler: st.NewReconciler(o.ReconcileInterval, int(o.SessionTTL/time.Second)),
-		auth: o.Auth, operatorToken: o.OperatorToken, lg: o.Logger, maxWait: o.MaxWatchWait, metrics: m, gatherer: o.Registry, retention: o.JournalRetention,
+		auth: o.Auth, clientCerts: o.ClientCerts, operatorToken: o.OperatorToken, operatorReviewer: o.OperatorReviewer, lg: o.Logger, maxWait: o.MaxWatchWait, metrics: m, gatherer: o.Registry, retention: o.JournalRetention,
 	}, nil
 }
 
@@ -83,17 +84,18 @@ func (s *Server) Start(ctx context.Context) <-chan struct{} {
 
 // Server serves the coordinator API over one Store.
 type Server struct {
-	st         *store.Store
-	journaler  *store.Journaler
-	reconciler *store.Reconciler
-	auth       Authenticator
-	// operatorToken guards the operator API when set.
-	operatorToken string
-	lg            hclog.Logger
-	maxWait       time.Duration
-	metrics       *metrics
-	gatherer      prometheus.Gatherer
-	retention     uint64
+	st               *store.Store
+	journaler        *store.Journaler
+	reconciler       *store.Reconciler
+	auth             Authenticator
+	clientCerts      bool
+	operatorToken    string
+	operatorReviewer OperatorReviewer
+	lg               hclog.Logger
+	maxWait          time.Duration
+	metrics          *metrics
+	gatherer         prometheus.Gatherer
+	retention        uint64
 }
 
 // pruneJournals applies the journal retention every minute. Replicas may
@@ -125,14 +127,15 @@ func (s *Server) pruneJournals(ctx context.Context) {
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	// operator API
-	mux.HandleFunc("GET /v1/validators", s.operator(s.listValidators))
-	mux.HandleFunc("POST /v1/validators", s.operator(handle(s, "add_validator", http.StatusCreated, s.addValidator)))
-	mux.HandleFunc("GET /v1/validators/{id}", s.operator(s.getValidator))
-	mux.HandleFunc("POST /v1/validators/{id}/freeze", s.operator(handle(s, "freeze", http.StatusOK, s.freeze)))
-	mux.HandleFunc("POST /v1/validators/{id}/bump", s.operator(s.bump))
-	mux.HandleFunc("GET /v1/events", s.operator(s.events))
-	mux.HandleFunc("GET /v1/journal", s.operator(s.journalList))
-	mux.HandleFunc("POST /v1/audits", s.operator(handle(s, "audit", http.StatusNoContent, s.audit)))
+	// operator API: each endpoint is one RBAC verb on one resource (auth.go)
+	mux.HandleFunc("GET /v1/validators", s.operator("list", "validators", s.listValidators))
+	mux.HandleFunc("POST /v1/validators", s.operator("create", "validators", handle(s, "add_validator", http.StatusCreated, s.addValidator)))
+	mux.HandleFunc("GET /v1/validators/{id}", s.operator("get", "validators", s.getValidator))
+	mux.HandleFunc("POST /v1/validators/{id}/freeze", s.operator("freeze", "validators", handle(s, "freeze", http.StatusOK, s.freeze)))
+	mux.HandleFunc("POST /v1/validators/{id}/bump", s.operator("bump", "validators", s.bump))
+	mux.HandleFunc("GET /v1/events", s.operator("list", "events", s.events))
+	mux.HandleFunc("GET /v1/journal", s.operator("list", "events", s.journalList))
+	mux.HandleFunc("POST /v1/audits", s.operator("create", "audits", handle(s, "audit", http.StatusNoContent, s.audit)))
 	// sidecar API
 	mux.HandleFunc("POST /v1/leases", handle(s, "acquire", http.StatusOK, s.acquire))
 	mux.HandleFunc("POST /v1/leases/renew", handle(s, "renew", http.StatusOK, s.renew))
@@ -230,13 +233,14 @@ func (s *Server) bump(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	b, err := s.st.StartBump(r.Context(), id, req.ExpectedEpoch, req.To, fencing.Change{By: req.Operator, Reason: req.Reason}, req.ID)
+	b, err := s.st.StartBump(r.Context(), id, req.ExpectedEpoch, req.To, change(r, req.Operator, req.Reason), req.ID)
 	if err != nil {
 		s.fail(w, r, "bump", err)
 		return
 	}
 	cid, _ := fencing.CanonicalValidatorID(id)
 	s.reconciler.Kick(cid)
+	extendWrite(w, req.Wait.Duration)
 	ctx, cancel := context.WithTimeout(r.Context(), req.Wait.Duration)
 	defer cancel()
 	res, err := s.st.WaitBump(ctx, cid, b, req.FirstSignatureWait.Duration)
@@ -282,40 +286,6 @@ func (s *Server) journalList(w http.ResponseWriter, r *http.Request) {
 	api.WriteJSON(w, http.StatusOK, api.JournalListResponse{Entries: entries})
 }
 
-// operator guards an operator endpoint with the operator token, if one is
-// configured: the bearer token must match (constant time); it is never logged.
-func (s *Server) operator(h http.HandlerFunc) http.HandlerFunc {
-	if s.operatorToken == "" {
-		return h
-	}
-	want := []byte(s.operatorToken)
-	return func(w http.ResponseWriter, r *http.Request) {
-		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(tok)), want) != 1 {
-			s.fail(w, r, "operator_auth", fencing.Errorf(fencing.CodeUnauthorized, "the operator API needs the operator token: fencectl --token-file FILE (or FENCE_TOKEN_FILE)"))
-			return
-		}
-		h(w, r)
-	}
-}
-
-// authorize checks the caller of a sidecar endpoint against holder and
-// validator when authentication is on.
-func (s *Server) authorize(r *http.Request, holder, validator string) error {
-	if s.auth == nil {
-		return nil
-	}
-	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || strings.TrimSpace(tok) == "" {
-		return fencing.Errorf(fencing.CodeUnauthorized, "missing bearer token: the sidecar must send its projected ServiceAccount token (--token-file)")
-	}
-	id, err := s.auth.Authenticate(r.Context(), strings.TrimSpace(tok))
-	if err != nil {
-		return err
-	}
-	return id.Permits(holder, validator)
-}
-
 // watchEpoch is the sidecar's long poll: ?after=REV&wait=30s.
 func (s *Server) watchEpoch(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
@@ -339,6 +309,20 @@ func (s *Server) watchEpoch(w http.ResponseWriter, r *http.Request) {
 	}
 	// A client cannot know this replica's limit: a longer wait is cut to it.
 	wait = min(wait, s.maxWait)
+	if id, ok, err := s.sidecar(r); err != nil {
+		s.fail(w, r, "watch", err)
+		return
+	} else if ok {
+		cid, err := fencing.CanonicalValidatorID(r.PathValue("id"))
+		if err == nil {
+			err = id.PermitsValidator(cid)
+		}
+		if err != nil {
+			s.fail(w, r, "watch", err)
+			return
+		}
+	}
+	extendWrite(w, wait)
 	ep, rev, err := s.st.WatchEpoch(r.Context(), r.PathValue("id"), after, wait)
 	if err != nil {
 		s.fail(w, r, "watch", err)
@@ -360,11 +344,16 @@ func (s *Server) journalBatch(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, "journal", fencing.Errorf(fencing.CodeBadRequest, "a journal batch holds 1 to %d requests, got %d", api.MaxJournalBatch, n))
 		return
 	}
+	id, authOn, err := s.sidecar(r)
+	if err != nil {
+		s.fail(w, r, "journal", err)
+		return
+	}
 	out := api.JournalBatchResponse{Results: make([]api.JournalResult, len(req.Requests))}
 	var wg sync.WaitGroup
 	for i, jr := range req.Requests {
 		wg.Go(func() {
-			e, err := s.journalOne(r, jr)
+			e, err := s.journalAs(r.Context(), id, authOn, jr)
 			if err != nil {
 				s.metrics.result("journal", fencing.CodeOf(err))
 				body := api.ErrorBody(err)
@@ -379,11 +368,30 @@ func (s *Server) journalBatch(w http.ResponseWriter, r *http.Request) {
 	api.WriteJSON(w, http.StatusOK, out)
 }
 
-func (s *Server) journalOne(r *http.Request, jr fencing.JournalRequest) (fencing.JournalEntry, error) {
-	if err := s.authorize(r, jr.Lease.Holder, jr.Lease.Validator); err != nil {
-		return fencing.JournalEntry{}, err
+// journalAs journals jr for the sidecar id (when authentication is on): the
+// lease must be id's own.
+func (s *Server) journalAs(ctx context.Context, id fencing.Identity, authOn bool, jr fencing.JournalRequest) (fencing.JournalEntry, error) {
+	if authOn {
+		if err := id.Permits(jr.Lease.Holder, jr.Lease.Sidecar, jr.Lease.Validator); err != nil {
+			return fencing.JournalEntry{}, err
+		}
 	}
-	return s.journaler.Journal(r.Context(), jr)
+	return s.journaler.Journal(ctx, jr)
+}
+
+// Server timeouts (Run): a request's headers and body must arrive within
+// these, and a response must be written within writeTimeout, except where a
+// handler extends it for a long poll or a bump it waits for.
+const (
+	readHeaderTimeout = 10 * time.Second
+	readTimeout       = 30 * time.Second
+	writeTimeout      = 30 * time.Second
+	idleTimeout       = 2 * time.Minute
+)
+
+// extendWrite lets a handler that waits up to wait answer after it.
+func extendWrite(w http.ResponseWriter, wait time.Duration) {
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(wait + writeTimeout))
 }
 
 func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
@@ -418,13 +426,16 @@ func handle[Req any](s *Server, op string, status int, do func(r *http.Request, 
 }
 
 func (s *Server) addValidator(r *http.Request, req api.AddValidatorRequest) (any, error) {
-	ep, err := s.st.AddValidator(r.Context(), req.Validator, req.Holder, fencing.Change{By: req.Operator, Reason: req.Reason})
+	ep, err := s.st.AddValidator(r.Context(), req.Validator, req.Holder, change(r, req.Operator, req.Reason))
 	return api.EpochResponse{Epoch: ep}, err
 }
 
 func (s *Server) freeze(r *http.Request, req api.FreezeRequest) (any, error) {
-	id := r.PathValue("id")
-	ep, err := s.st.Freeze(r.Context(), id, req.ExpectedEpoch, fencing.Change{By: req.Operator, Reason: req.Reason})
+	id, err := fencing.CanonicalValidatorID(r.PathValue("id"))
+	if err != nil {
+		return nil, err
+	}
+	ep, err := s.st.Freeze(r.Context(), id, req.ExpectedEpoch, change(r, req.Operator, req.Reason))
 	if err == nil {
 		s.reconciler.Kick(id)
 	}
@@ -438,8 +449,9 @@ func (s *Server) audit(r *http.Request, req api.AuditReport) (any, error) {
 	if req.Duplicates < 0 || len(req.Detail) > 16<<10 {
 		return nil, fencing.Errorf(fencing.CodeBadRequest, "duplicates must be >= 0 and detail at most 16 KiB")
 	}
+	c := change(r, req.Operator, req.Kind+" audit")
 	if err := s.st.RecordEvent(r.Context(), fencing.Event{
-		Kind: fencing.EventAudit, By: req.Operator, Reason: req.Kind + " audit",
+		Kind: fencing.EventAudit, By: c.By, Comment: c.Comment, Reason: c.Reason,
 		Detail: fmt.Sprintf("%d duplicates, incomplete=%t; %s", req.Duplicates, req.Incomplete, req.Detail),
 	}); err != nil {
 		return nil, err
@@ -449,7 +461,7 @@ func (s *Server) audit(r *http.Request, req api.AuditReport) (any, error) {
 }
 
 func (s *Server) acquire(r *http.Request, req api.AcquireRequest) (any, error) {
-	if err := s.authorize(r, req.Holder, req.Validator); err != nil {
+	if err := s.authorizeLease(r, req.Holder, req.Sidecar, req.Validator); err != nil {
 		return nil, err
 	}
 	g, err := s.st.Acquire(r.Context(), req.Validator, req.Holder, req.Sidecar, req.TTLSeconds)
@@ -457,7 +469,7 @@ func (s *Server) acquire(r *http.Request, req api.AcquireRequest) (any, error) {
 }
 
 func (s *Server) renew(r *http.Request, req api.LeaseRequest) (any, error) {
-	if err := s.authorize(r, req.Lease.Holder, req.Lease.Validator); err != nil {
+	if err := s.authorizeLease(r, req.Lease.Holder, req.Lease.Sidecar, req.Lease.Validator); err != nil {
 		return nil, err
 	}
 	l, err := s.st.Renew(r.Context(), req.Lease, req.Watermark)
@@ -465,20 +477,24 @@ func (s *Server) renew(r *http.Request, req api.LeaseRequest) (any, error) {
 }
 
 func (s *Server) release(r *http.Request, req api.LeaseRequest) (any, error) {
-	if err := s.authorize(r, req.Lease.Holder, req.Lease.Validator); err != nil {
+	if err := s.authorizeLease(r, req.Lease.Holder, req.Lease.Sidecar, req.Lease.Validator); err != nil {
 		return nil, err
 	}
 	return nil, s.st.Release(r.Context(), req.Lease, req.Watermark)
 }
 
 func (s *Server) checkLease(r *http.Request, req api.LeaseRequest) (any, error) {
-	if err := s.authorize(r, req.Lease.Holder, req.Lease.Validator); err != nil {
+	if err := s.authorizeLease(r, req.Lease.Holder, req.Lease.Sidecar, req.Lease.Validator); err != nil {
 		return nil, err
 	}
 	return nil, s.st.CheckLease(r.Context(), req.Lease)
 }
 
 func (s *Server) journal(r *http.Request, req fencing.JournalRequest) (any, error) {
-	e, err := s.journalOne(r, req)
+	id, authOn, err := s.sidecar(r)
+	if err != nil {
+		return nil, err
+	}
+	e, err := s.journalAs(r.Context(), id, authOn, req)
 	return api.JournalResponse{Entry: e}, err
 }

@@ -33,12 +33,19 @@ var _ Coordinator = (*api.Client)(nil)
 //	| K2 | held  | renew answered (sent at t)                    | held, deadline = t + TTL - margin |
 //	| K3 | held  | renew refused (stale_epoch, fenced)           | none  |
 //	| K4 | held  | epoch watch sees the record change (revoke)   | none: stop signing, wait for in-flight signatures, release |
-//	| K5 | held  | coordinator unreachable                       | held until the deadline passes, then signing is refused |
+//	| K5 | held  | renew failed (coordinator or etcd unreachable) | strict: held until the deadline; lease: suspended (no signing) until a renewal succeeds or the deadline passes |
 //
 // The deadline is on the monotonic clock and counts from when the request
 // was sent, never from a time in a response (invariant 3). The etcd lease is
 // granted after the request was sent, so it outlives the deadline; margin
 // covers clock rate differences between this host and the etcd leader.
+//
+// In lease mode the quorum learns what was signed only from the watermark
+// sent with each renewal and the release, so the keeper stops signing at the
+// first failed renewal (K5) instead of at the deadline: after a partition,
+// what the next holder's floor can miss is bounded by what was signed
+// between the last successful renewal's report and that failure, at most
+// one renew interval plus two renewal timeouts (docs/architecture.md).
 type LeaseKeeper struct {
 	coord     Coordinator
 	validator string
@@ -50,6 +57,8 @@ type LeaseKeeper struct {
 	lg        hclog.Logger
 	now       func() time.Time
 	report    func() *fencing.Watermark
+	// suspendOnFailure: lease mode's K5.
+	suspendOnFailure bool
 
 	// signing is held by the gate for a whole signature; K4 takes it before
 	// releasing, so no signature of this lease completes after its release.
@@ -58,10 +67,11 @@ type LeaseKeeper struct {
 	// at once.
 	revoked atomic.Bool
 
-	mu       sync.Mutex
-	lease    *fencing.Lease
-	floor    *fencing.Watermark
-	deadline time.Time
+	mu        sync.Mutex
+	lease     *fencing.Lease
+	floor     *fencing.Watermark
+	deadline  time.Time
+	suspended error // K5 in lease mode: why signing is suspended
 }
 
 // KeeperOptions configure a LeaseKeeper.
@@ -71,7 +81,8 @@ type KeeperOptions struct {
 	Logger                     hclog.Logger
 	Now                        func() time.Time // default time.Now (monotonic)
 	// ReportWatermark, when set (lease mode), is sent with every renewal and
-	// the release so the quorum watermark follows the local one.
+	// the release so the quorum watermark follows the local one, and signing
+	// is suspended from the first failed renewal until one succeeds.
 	ReportWatermark func() *fencing.Watermark
 }
 
@@ -86,7 +97,7 @@ func NewLeaseKeeper(c Coordinator, o KeeperOptions) *LeaseKeeper {
 	return &LeaseKeeper{
 		coord: c, validator: o.Validator, holder: o.Holder, sidecar: o.Sidecar,
 		ttl: o.TTL, margin: o.Margin, renew: o.RenewEvery, lg: o.Logger.With("validator", o.Validator), now: o.Now,
-		report: o.ReportWatermark,
+		report: o.ReportWatermark, suspendOnFailure: o.ReportWatermark != nil,
 	}
 }
 
@@ -102,6 +113,8 @@ func (k *LeaseKeeper) current() (fencing.Lease, *fencing.Watermark, error) {
 		return fencing.Lease{}, nil, fencing.Errorf(fencing.CodeStaleEpoch, "epoch %d of %s is being revoked", k.lease.Epoch, k.validator)
 	case !k.now().Before(k.deadline):
 		return fencing.Lease{}, nil, fencing.Errorf(fencing.CodeFenced, "lease of %s (epoch %d) passed its deadline without a renewal (coordinator unreachable?)", k.validator, k.lease.Epoch)
+	case k.suspended != nil:
+		return fencing.Lease{}, nil, fencing.Errorf(fencing.CodeFenced, "lease mode: signing for %s is suspended since its last renewal failed (%v); it resumes when a renewal succeeds", k.validator, k.suspended)
 	}
 	return *k.lease, k.floor, nil
 }
@@ -114,26 +127,37 @@ func (k *LeaseKeeper) Status() (held bool, epoch uint64, remaining time.Duration
 		return false, 0, 0
 	}
 	remaining = k.deadline.Sub(k.now())
-	held = remaining > 0 && !k.revoked.Load()
+	held = remaining > 0 && !k.revoked.Load() && k.suspended == nil
 	return held, k.lease.Epoch, max(remaining, 0)
 }
 
 func (k *LeaseKeeper) set(l *fencing.Lease, floor *fencing.Watermark, deadline time.Time) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.lease, k.deadline = l, deadline
+	k.lease, k.deadline, k.suspended = l, deadline, nil
 	if l != nil && floor != nil {
 		k.floor = floor
 	}
 }
 
-func (k *LeaseKeeper) extend(l fencing.Lease, deadline time.Time) bool {
+// extend is K2: l is the token the renewal returned (a new etcd lease).
+func (k *LeaseKeeper) extend(l fencing.Lease, deadline time.Time) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if k.lease == nil || k.lease.LeaseRevision != l.LeaseRevision {
+		return
+	}
+	k.lease, k.deadline, k.suspended = &l, deadline, nil
+}
+
+// suspend is K5 in lease mode; it reports whether signing is suspended.
+func (k *LeaseKeeper) suspend(err error) bool {
+	if !k.suspendOnFailure {
 		return false
 	}
-	k.deadline = deadline
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.suspended = err
 	return true
 }
 
@@ -154,6 +178,11 @@ func (k *LeaseKeeper) Run(ctx context.Context) {
 					epochRev = rev
 					continue
 				}
+			} else if fencing.CodeOf(err) == fencing.CodeLeaseHeld {
+				// A lease of this epoch is live (this sidecar's previous
+				// incarnation, or another sidecar of the holder): at most
+				// one signs; wait for it to be released or expire.
+				k.lg.Info("waiting for the live lease to end", "reason", err)
 			} else if ctx.Err() == nil {
 				k.lg.Warn("acquire failed; retrying", "error", err)
 			}
@@ -190,9 +219,18 @@ func (k *LeaseKeeper) hold(ctx context.Context, l fencing.Lease) int64 {
 		case <-t.C:
 		}
 		sent := k.now()
-		nl, err := k.coord.Renew(ctx, l, k.reported())
+		// A renewal answered after the deadline is of no use; lease mode's
+		// window also counts this timeout.
+		until := sent.Add(k.renew)
+		if d := k.currentDeadline(); d.Before(until) {
+			until = d
+		}
+		rctx, cancel := context.WithDeadline(ctx, until)
+		nl, err := k.coord.Renew(rctx, l, k.reported())
+		cancel()
 		switch {
 		case err == nil:
+			l = nl
 			k.extend(nl, sent.Add(k.ttl-k.margin)) // K2
 			t.Reset(k.renew)
 		case fencing.CodeOf(err) == fencing.CodeStaleEpoch || fencing.CodeOf(err) == fencing.CodeFenced:
@@ -201,12 +239,24 @@ func (k *LeaseKeeper) hold(ctx context.Context, l fencing.Lease) int64 {
 			k.lg.Warn("renew refused; lease lost", "error", err)
 			k.releaseNow(ctx, "renew refused")
 			return l.EpochRevision
+		case ctx.Err() != nil:
+			return l.EpochRevision
 		default:
-			// K5: keep the deadline; try again soon.
-			k.lg.Warn("renew failed; signing continues until the deadline", "error", err)
+			// K5: keep the deadline (strict) or suspend (lease); try again soon.
+			if k.suspend(err) {
+				k.lg.Warn("renew failed; signing is suspended until a renewal succeeds (lease mode)", "error", err)
+			} else {
+				k.lg.Warn("renew failed; signing continues until the deadline", "error", err)
+			}
 			t.Reset(min(time.Second, k.renew))
 		}
 	}
+}
+
+func (k *LeaseKeeper) currentDeadline() time.Time {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.deadline
 }
 
 // watch long-polls l's epoch and returns when its record changed.

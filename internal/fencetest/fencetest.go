@@ -5,6 +5,8 @@ package fencetest
 import (
 	"context"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -30,6 +32,10 @@ type Options struct {
 	ReconcileInterval time.Duration
 	// OperatorToken, when set, guards the operator API.
 	OperatorToken string
+	// Auth, when set, authenticates sidecars.
+	Auth coordinator.Authenticator
+	// OperatorReviewer, when set, authorizes operators.
+	OperatorReviewer coordinator.OperatorReviewer
 }
 
 // Start starts a coordinator that stops when the test ends.
@@ -46,7 +52,7 @@ func Start(t testing.TB, o Options) *Coordinator {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := coordinator.NewServer(st, coordinator.ServerOptions{OperatorToken: o.OperatorToken, ReconcileInterval: o.ReconcileInterval, SessionTTL: 2 * time.Second, MaxWatchWait: 10 * time.Second})
+	srv, err := coordinator.NewServer(st, coordinator.ServerOptions{OperatorToken: o.OperatorToken, Auth: o.Auth, OperatorReviewer: o.OperatorReviewer, ReconcileInterval: o.ReconcileInterval, SessionTTL: 2 * time.Second, MaxWatchWait: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,4 +82,19 @@ func (c *Coordinator) Bump(t testing.TB, id, to string) {
 	if err != nil || !res.Done {
 		t.Fatalf("Bump(%s -> %s) = %+v, %v", id, to, res, err)
 	}
+}
+
+// ClientWithToken returns a client of c that sends token as its bearer
+// token.
+func (c *Coordinator) ClientWithToken(t testing.TB, token string) *api.Client {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(f, []byte(token), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cli, err := api.NewClient([]string{c.URL}, api.ClientOptions{TokenFile: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cli
 }

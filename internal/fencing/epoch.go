@@ -3,6 +3,7 @@ package fencing
 import (
 	"encoding/hex"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -27,13 +28,17 @@ type Epoch struct {
 	UpdatedAt time.Time `json:"updated_at"`
 	By        string    `json:"by"`
 	Reason    string    `json:"reason"`
+	Comment   string    `json:"comment,omitempty"`
 }
 
-// Change says who asks for a transition and why; both are required.
+// Change says who asks for a transition and why; both are required. By is
+// the authenticated principal when the operator API authenticates; Comment
+// is then the operator's own free-text name, kept but never trusted.
 type Change struct {
-	By     string    `json:"by"`
-	Reason string    `json:"reason"`
-	At     time.Time `json:"at"`
+	By      string    `json:"by"`
+	Reason  string    `json:"reason"`
+	Comment string    `json:"comment,omitempty"`
+	At      time.Time `json:"at"`
 }
 
 // Validate reports a missing operator or reason.
@@ -48,7 +53,7 @@ func (c Change) Validate() error {
 	if len(missing) > 0 {
 		return Errorf(CodeBadRequest, "%s must not be empty", strings.Join(missing, " and "))
 	}
-	if len(c.By) > 256 || len(c.Reason) > 1024 {
+	if len(c.By) > 256 || len(c.Comment) > 256 || len(c.Reason) > 1024 {
 		return Errorf(CodeBadRequest, "operator must be at most 256 and reason at most 1024 characters")
 	}
 	return nil
@@ -62,7 +67,7 @@ func NewEpoch(holder string, c Change) (Epoch, error) {
 	if err := c.Validate(); err != nil {
 		return Epoch{}, err
 	}
-	return Epoch{Epoch: 1, State: StateActive, Holder: holder, UpdatedAt: c.At, By: c.By, Reason: c.Reason}, nil
+	return Epoch{Epoch: 1, State: StateActive, Holder: holder, UpdatedAt: c.At, By: c.By, Reason: c.Reason, Comment: c.Comment}, nil
 }
 
 // Freeze is T2: active(N) -> revoking(N). From then on no lease of N is
@@ -105,6 +110,7 @@ func (e Epoch) with(s State, c Change) Epoch {
 	e.UpdatedAt = c.At
 	e.By = c.By
 	e.Reason = c.Reason
+	e.Comment = c.Comment
 	return e
 }
 
@@ -143,13 +149,18 @@ type Bump struct {
 	To        string    `json:"to"`
 	By        string    `json:"by"`
 	Reason    string    `json:"reason"`
+	Comment   string    `json:"comment,omitempty"`
 	StartedAt time.Time `json:"started_at"`
 }
 
 // Lease is the token a sidecar carries. It is a fencing token, not a secret:
 // EpochRevision pins the epoch record (epoch, state and holder) as it was when
-// the lease was granted, LeaseRevision pins this lease key's incarnation. A
-// journal write compares both inside its transaction.
+// the lease was granted, LeaseRevision pins this lease key's incarnation, and
+// Holder and Sidecar name the key (the coordinator checks that they are the
+// authenticated caller's). Every transaction that uses the lease compares
+// all of them. EtcdLease is the etcd lease the key is attached to since the
+// last renewal; a renewal compares it too and returns a token with the new
+// one.
 type Lease struct {
 	Validator     string `json:"validator"`
 	Epoch         uint64 `json:"epoch"`
@@ -157,6 +168,7 @@ type Lease struct {
 	Sidecar       string `json:"sidecar"`
 	EpochRevision int64  `json:"epoch_revision"`
 	LeaseRevision int64  `json:"lease_revision"`
+	EtcdLease     int64  `json:"etcd_lease"`
 	TTLSeconds    int64  `json:"ttl_seconds"`
 }
 
@@ -171,8 +183,8 @@ func (l Lease) Validate() error {
 	if err := ValidateSidecar(l.Sidecar); err != nil {
 		return err
 	}
-	if l.Epoch == 0 || l.EpochRevision <= 0 || l.LeaseRevision <= 0 {
-		return Errorf(CodeBadRequest, "lease token must carry epoch, epoch_revision and lease_revision from the acquire response")
+	if l.Epoch == 0 || l.EpochRevision <= 0 || l.LeaseRevision <= 0 || l.EtcdLease == 0 {
+		return Errorf(CodeBadRequest, "lease token must carry epoch, epoch_revision, lease_revision and etcd_lease from the acquire or last renew response")
 	}
 	return nil
 }
@@ -211,6 +223,7 @@ const (
 	EventBumpStarted    EventKind = "bump_started"
 	EventLeaseReleased  EventKind = "lease_released"
 	EventLeaseExpired   EventKind = "lease_expired"
+	EventLateWatermark  EventKind = "late_watermark"
 	EventAudit          EventKind = "audit"
 )
 
@@ -221,6 +234,7 @@ type Event struct {
 	At        time.Time `json:"at"`
 	By        string    `json:"by,omitempty"`
 	Reason    string    `json:"reason,omitempty"`
+	Comment   string    `json:"comment,omitempty"`
 	From      *Epoch    `json:"from,omitempty"`
 	To        *Epoch    `json:"to,omitempty"`
 	Sidecar   string    `json:"sidecar,omitempty"`
@@ -299,26 +313,38 @@ func clip(s string) string {
 	return s
 }
 
-// Identity is who an authenticated sidecar request comes from and what it may
-// lease. Validators empty means any validator.
+// Identity is who an authenticated sidecar request comes from, as its
+// credential proves, and what it may lease. Validators empty means any
+// validator.
 type Identity struct {
-	Subject    string   `json:"subject"`
-	Holder     string   `json:"holder"`
+	Subject string `json:"subject"`
+	Holder  string `json:"holder"`
+	// Sidecar is the sidecar name the credential proves: the pod name a
+	// projected ServiceAccount token is bound to, or a client certificate's
+	// common name.
+	Sidecar    string   `json:"sidecar"`
 	Validators []string `json:"validators,omitempty"`
 }
 
-// Permits reports whether id may lease validator for holder.
-func (id Identity) Permits(holder, validator string) error {
+// Permits reports whether id may use a lease of validator held by holder
+// and sidecar (invariant 1: the caller is who its credential says, never who
+// its request body says). Every name compares exactly; validator must be
+// canonical (CanonicalValidatorID).
+func (id Identity) Permits(holder, sidecar, validator string) error {
 	if id.Holder != holder {
-		return Errorf(CodeForbidden, "%s may act only for holder %s, not %s", id.Subject, id.Holder, holder)
+		return Errorf(CodeForbidden, "%s may act only for holder %s, not %s", id.Subject, id.Holder, clip(holder))
 	}
-	if len(id.Validators) == 0 {
+	if id.Sidecar != sidecar {
+		return Errorf(CodeForbidden, "%s is sidecar %s, not %s: a sidecar acts only under its own name", id.Subject, id.Sidecar, clip(sidecar))
+	}
+	return id.PermitsValidator(validator)
+}
+
+// PermitsValidator reports whether id may act for validator at all (watch
+// its epoch).
+func (id Identity) PermitsValidator(validator string) error {
+	if len(id.Validators) == 0 || slices.Contains(id.Validators, validator) {
 		return nil
 	}
-	for _, v := range id.Validators {
-		if strings.EqualFold(v, validator) {
-			return nil
-		}
-	}
-	return Errorf(CodeForbidden, "%s may not lease validator %s", id.Subject, validator)
+	return Errorf(CodeForbidden, "%s may not act for validator %s", id.Subject, clip(validator))
 }

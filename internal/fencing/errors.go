@@ -27,6 +27,9 @@ const (
 	// CodeConflict: the expected epoch or state did not match, or another
 	// operation on the same validator is in progress.
 	CodeConflict Code = "conflict"
+	// CodeLeaseHeld: another lease of the epoch is live (at most one sidecar
+	// holds a lease at a time); retry once it is released or expired.
+	CodeLeaseHeld Code = "lease_held"
 	// CodeNoQuorum: etcd could not commit (no leader, no quorum, timeout).
 	CodeNoQuorum Code = "no_quorum"
 	// CodeUnavailable: the coordinator or another dependency is unreachable.
@@ -53,7 +56,7 @@ func (c Code) HTTPStatus() int {
 		return http.StatusForbidden
 	case CodeNotFound:
 		return http.StatusNotFound
-	case CodeConflict:
+	case CodeConflict, CodeLeaseHeld:
 		return http.StatusConflict
 	case CodeFenced, CodeStaleEpoch, CodeWatermark, CodeJournal:
 		return http.StatusPreconditionFailed
@@ -70,7 +73,7 @@ func (c Code) HTTPStatus() int {
 func (c Code) Known() bool {
 	switch c {
 	case CodeFenced, CodeStaleEpoch, CodeWatermark, CodeJournal, CodeBadRequest,
-		CodeNotFound, CodeConflict, CodeNoQuorum, CodeUnavailable, CodeUnauthorized,
+		CodeNotFound, CodeConflict, CodeLeaseHeld, CodeNoQuorum, CodeUnavailable, CodeUnauthorized,
 		CodeForbidden, CodeInProgress, CodeInternal:
 		return true
 	}

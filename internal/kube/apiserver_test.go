@@ -8,7 +8,6 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
-	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -56,7 +55,7 @@ func TestAgainstAPIServer(t *testing.T) {
 			t.Fatal(err)
 		}
 		a := kube.NewTokenReviewAuthenticator(coordinator, audience, bindings, kube.WithCacheTTL(0))
-		token1 := requestToken(ctx, t, admin, "validators", "besu-validator-1", audience)
+		token1 := kubetest.Token(ctx, t, admin, "validators", "besu-validator-1", audience, true)
 
 		// Without RBAC the coordinator may not review tokens: unavailable,
 		// and the message says why.
@@ -77,12 +76,14 @@ func TestAgainstAPIServer(t *testing.T) {
 			wantMsg  string
 		}{
 			{name: "bound ServiceAccount", token: token1,
-				want: fencing.Identity{Subject: "system:serviceaccount:validators:besu-validator-1", Holder: "region-a", Validators: []string{validator}}},
-			{name: "another ServiceAccount", token: requestToken(ctx, t, admin, "validators", "besu-validator-2", audience),
+				want: fencing.Identity{Subject: "system:serviceaccount:validators:besu-validator-1", Holder: "region-a", Sidecar: "besu-validator-1-0", Validators: []string{validator}}},
+			{name: "token not bound to a pod", token: kubetest.Token(ctx, t, admin, "validators", "besu-validator-1", audience, false),
+				wantCode: fencing.CodeForbidden, wantMsg: "is not bound to a pod"},
+			{name: "another ServiceAccount", token: kubetest.Token(ctx, t, admin, "validators", "besu-validator-2", audience, true),
 				wantCode: fencing.CodeForbidden, wantMsg: "ServiceAccount validators/besu-validator-2 is authenticated but not bound to a holder"},
-			{name: "wrong audience", token: requestToken(ctx, t, admin, "validators", "besu-validator-1", "some-other-service"),
+			{name: "wrong audience", token: kubetest.Token(ctx, t, admin, "validators", "besu-validator-1", "some-other-service", true),
 				wantCode: fencing.CodeUnauthorized, wantMsg: `wrong audience: the token was issued for ["some-other-service"], the coordinator accepts only "fencing-coordinator"`},
-			{name: "API audience", token: requestToken(ctx, t, admin, "validators", "besu-validator-1", ""),
+			{name: "API audience", token: kubetest.Token(ctx, t, admin, "validators", "besu-validator-1", "", true),
 				wantCode: fencing.CodeUnauthorized, wantMsg: "wrong audience"},
 			{name: "forged token", token: token1[:len(token1)-4] + "AAAA",
 				wantCode: fencing.CodeUnauthorized, wantMsg: "the API server did not authenticate the token"},
@@ -95,10 +96,10 @@ func TestAgainstAPIServer(t *testing.T) {
 					if err != nil {
 						t.Fatalf("Authenticate() error = %v", err)
 					}
-					if got.Subject != tt.want.Subject || got.Holder != tt.want.Holder || strings.Join(got.Validators, ",") != strings.Join(tt.want.Validators, ",") {
+					if got.Subject != tt.want.Subject || got.Holder != tt.want.Holder || got.Sidecar != tt.want.Sidecar || strings.Join(got.Validators, ",") != strings.Join(tt.want.Validators, ",") {
 						t.Errorf("Authenticate() = %+v, want %+v", got, tt.want)
 					}
-					if err := got.Permits("region-a", validator); err != nil {
+					if err := got.Permits("region-a", tt.want.Sidecar, validator); err != nil {
 						t.Errorf("identity does not permit its own validator: %v", err)
 					}
 					return
@@ -111,7 +112,7 @@ func TestAgainstAPIServer(t *testing.T) {
 
 		// A token whose ServiceAccount was deleted is refused (after the
 		// cache, which is off here).
-		token2 := requestToken(ctx, t, admin, "validators", "besu-validator-2", audience)
+		token2 := kubetest.Token(ctx, t, admin, "validators", "besu-validator-2", audience, true)
 		if err := admin.CoreV1().ServiceAccounts("validators").Delete(ctx, "besu-validator-2", metav1.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
@@ -224,19 +225,6 @@ func grant() fencing.Event {
 		From: &fencing.Epoch{Epoch: 3, State: fencing.StateFenced, Holder: "region-a"},
 		To:   &fencing.Epoch{Epoch: 4, State: fencing.StateActive, Holder: "region-b", By: "alice", Reason: "region A lost"},
 	}
-}
-
-func requestToken(ctx context.Context, t *testing.T, c kubernetes.Interface, ns, sa, aud string) string {
-	t.Helper()
-	tr := &authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](600)}}
-	if aud != "" {
-		tr.Spec.Audiences = []string{aud}
-	}
-	out, err := c.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa, tr, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatalf("TokenRequest for %s/%s: %v", ns, sa, err)
-	}
-	return out.Status.Token
 }
 
 func grantClusterRole(ctx context.Context, t *testing.T, c kubernetes.Interface, name, ns, sa string, rule rbacv1.PolicyRule) {

@@ -21,6 +21,10 @@ import (
 
 const serviceAccountPrefix = "system:serviceaccount:"
 
+// podNameExtra is where a TokenReview of a pod-bound ServiceAccount token
+// names the pod.
+const podNameExtra = "authentication.kubernetes.io/pod-name"
+
 // TokenReviewAuthenticator authenticates sidecars by their projected
 // ServiceAccount token with the Kubernetes TokenReview API and maps the
 // ServiceAccount to a fencing.Identity through its Binding. It is safe for
@@ -131,7 +135,14 @@ func (a *TokenReviewAuthenticator) Authenticate(ctx context.Context, bearerToken
 		return fencing.Identity{}, fencing.Errorf(fencing.CodeForbidden,
 			"ServiceAccount %s/%s is authenticated but not bound to a holder; add %s/%s=<holder>[:<validators>] to the coordinator's auth bindings", ns, sa, ns, sa)
 	}
-	id := fencing.Identity{Subject: user, Holder: b.Holder, Validators: slices.Clone(b.Validators)}
+	// The sidecar's name is the pod its token is bound to: a projected
+	// ServiceAccount token names it, and the API server confirmed it.
+	pod := st.User.Extra[podNameExtra]
+	if len(pod) != 1 || fencing.ValidateSidecar(pod[0]) != nil {
+		return fencing.Identity{}, fencing.Errorf(fencing.CodeForbidden,
+			"the token of ServiceAccount %s/%s is not bound to a pod (extra %s = %q); the sidecar must send the projected ServiceAccount token of its pod, whose name is its sidecar name", ns, sa, podNameExtra, pod)
+	}
+	id := fencing.Identity{Subject: user, Holder: b.Holder, Sidecar: pod[0], Validators: slices.Clone(b.Validators)}
 
 	until := now.Add(a.ttl)
 	if c, err := unverifiedClaims(token); err == nil && c.Exp > 0 {
@@ -143,7 +154,7 @@ func (a *TokenReviewAuthenticator) Authenticate(ctx context.Context, bearerToken
 	cached := id
 	cached.Validators = slices.Clone(id.Validators) // the caller owns id
 	a.store(key, cachedIdentity{id: cached, until: until}, now)
-	a.lg.Debug("sidecar authenticated", "subject", user, "holder", b.Holder)
+	a.lg.Debug("sidecar authenticated", "subject", user, "holder", b.Holder, "sidecar", id.Sidecar)
 	return id, nil
 }
 

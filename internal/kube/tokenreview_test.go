@@ -79,8 +79,12 @@ func (f *fakeReviewer) callCount() int {
 	return f.calls
 }
 
+// testPod is the pod the fake API server binds authenticated tokens to.
+const testPod = "besu-1-0"
+
 func authenticated(user string, audiences ...string) authnv1.TokenReviewStatus {
-	return authnv1.TokenReviewStatus{Authenticated: true, User: authnv1.UserInfo{Username: user}, Audiences: audiences}
+	return authnv1.TokenReviewStatus{Authenticated: true, Audiences: audiences, User: authnv1.UserInfo{
+		Username: user, Extra: map[string]authnv1.ExtraValue{podNameExtra: {testPod}}}}
 }
 
 func connRefused() error {
@@ -98,12 +102,16 @@ func TestAuthenticate(t *testing.T) {
 	wrongAud := fakeJWT(t, map[string]any{"aud": "https://kubernetes.default.svc.cluster.local", "exp": future})
 	expired := fakeJWT(t, map[string]any{"aud": []string{testAudience}, "exp": now.Add(-time.Minute).Unix()})
 	revoked := fakeJWT(t, map[string]any{"aud": []string{testAudience}, "exp": future, "n": 5})
+	podless := fakeJWT(t, map[string]any{"aud": []string{testAudience}, "exp": future, "n": 6})
+	noPod := authenticated("system:serviceaccount:validators:besu-1", testAudience)
+	noPod.User.Extra = nil
 
 	reviewer := &fakeReviewer{tokens: map[string]authnv1.TokenReviewStatus{
 		bound:       authenticated("system:serviceaccount:validators:besu-1", testAudience),
 		unbound:     authenticated("system:serviceaccount:validators:other", testAudience),
 		user:        authenticated("alice", testAudience),
 		unconfirmed: authenticated("system:serviceaccount:validators:besu-1"),
+		podless:     noPod,
 	}}
 	bindings, err := ParseBindings("validators/besu-1=region-a:" + addrLower)
 	if err != nil {
@@ -119,9 +127,9 @@ func TestAuthenticate(t *testing.T) {
 		apiCall  bool
 	}{
 		{name: "bound service account", token: bound, apiCall: true,
-			want: fencing.Identity{Subject: "system:serviceaccount:validators:besu-1", Holder: "region-a", Validators: []string{addr}}},
+			want: fencing.Identity{Subject: "system:serviceaccount:validators:besu-1", Holder: "region-a", Sidecar: testPod, Validators: []string{addr}}},
 		{name: "Bearer prefix", token: "Bearer " + bound, apiCall: true,
-			want: fencing.Identity{Subject: "system:serviceaccount:validators:besu-1", Holder: "region-a", Validators: []string{addr}}},
+			want: fencing.Identity{Subject: "system:serviceaccount:validators:besu-1", Holder: "region-a", Sidecar: testPod, Validators: []string{addr}}},
 		{name: "no token", token: "  ", wantCode: fencing.CodeUnauthorized, wantMsg: "no bearer token"},
 		{name: "Bearer without token", token: "Bearer ", wantCode: fencing.CodeUnauthorized, wantMsg: "no bearer token"},
 		{name: "not bound", token: unbound, apiCall: true, wantCode: fencing.CodeForbidden,
@@ -132,6 +140,7 @@ func TestAuthenticate(t *testing.T) {
 			wantMsg: `wrong audience: the token was issued for ["https://kubernetes.default.svc.cluster.local"], the coordinator accepts only "fencing-coordinator"`},
 		{name: "expired", token: expired, apiCall: true, wantCode: fencing.CodeUnauthorized, wantMsg: "the token expired at 2026-01-02T03:03:05Z"},
 		{name: "revoked", token: revoked, apiCall: true, wantCode: fencing.CodeUnauthorized, wantMsg: "did not authenticate the token"},
+		{name: "not bound to a pod", token: podless, apiCall: true, wantCode: fencing.CodeForbidden, wantMsg: "is not bound to a pod"},
 		{name: "garbage", token: "not-a-jwt", apiCall: true, wantCode: fencing.CodeUnauthorized, wantMsg: "not a Kubernetes ServiceAccount token"},
 	}
 	for _, tt := range tests {

@@ -34,6 +34,10 @@ import (
 	"testing"
 	"time"
 
+	authnv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -370,4 +374,43 @@ func Eventually(t testing.TB, what string, timeout time.Duration, f func() error
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// Token returns a token of ServiceAccount ns/sa (created if missing) for
+// audience aud (empty: the API server's own), bound to the pod <sa>-0
+// (created if missing) as a projected token volume's is; with pod false, a
+// token bound to nothing, as `kubectl create token` makes.
+func Token(ctx context.Context, t testing.TB, c kubernetes.Interface, ns, sa, aud string, pod bool) string {
+	t.Helper()
+	if _, err := c.CoreV1().ServiceAccounts(ns).Get(ctx, sa, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+		if _, err := c.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatalf("ServiceAccount %s/%s: %v", ns, sa, err)
+		}
+	}
+	exp := int64(600)
+	tr := &authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{ExpirationSeconds: &exp}}
+	if aud != "" {
+		tr.Spec.Audiences = []string{aud}
+	}
+	if pod {
+		name := sa + "-0"
+		p, err := c.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			automount := false
+			p, err = c.CoreV1().Pods(ns).Create(ctx, &corev1.Pod{
+				ObjectMeta: metav1.ObjectMeta{Name: name},
+				Spec: corev1.PodSpec{ServiceAccountName: sa, AutomountServiceAccountToken: &automount,
+					Containers: []corev1.Container{{Name: "validator", Image: "example.invalid/validator:1"}}},
+			}, metav1.CreateOptions{})
+		}
+		if err != nil {
+			t.Fatalf("pod %s/%s: %v", ns, name, err)
+		}
+		tr.Spec.BoundObjectRef = &authnv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: p.Name, UID: p.UID}
+	}
+	out, err := c.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa, tr, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("TokenRequest for %s/%s: %v", ns, sa, err)
+	}
+	return out.Status.Token
 }

@@ -81,7 +81,7 @@ func (s *Store) startBump(ctx context.Context, id string, expected uint64, to st
 	}
 	b := fencing.Bump{
 		ID: bumpID, FromEpoch: st.Epoch.Epoch, FromHold: st.Epoch.Holder, To: to,
-		By: c.By, Reason: c.Reason, StartedAt: c.At,
+		By: c.By, Reason: c.Reason, Comment: c.Comment, StartedAt: c.At,
 	}
 	bv, err := encode(b)
 	if err != nil {
@@ -101,7 +101,7 @@ func (s *Store) startBump(ctx context.Context, id string, expected uint64, to st
 	} else {
 		// Already revoking or fenced (an operator froze it first): record
 		// the intent only; the epoch record is compared, not changed.
-		evCmp, evOp, err := s.eventOp(fencing.Event{Kind: fencing.EventBumpStarted, Validator: id, At: c.At, By: c.By, Reason: c.Reason, From: &st.Epoch, BumpID: b.ID, Detail: "bump to " + to})
+		evCmp, evOp, err := s.eventOp(fencing.Event{Kind: fencing.EventBumpStarted, Validator: id, At: c.At, By: c.By, Reason: c.Reason, Comment: c.Comment, From: &st.Epoch, BumpID: b.ID, Detail: "bump to " + to})
 		if err != nil {
 			return fencing.Bump{}, err
 		}
@@ -191,8 +191,8 @@ func (s *Store) drain(ctx context.Context, id string, epoch uint64) error {
 				if ev.Type != clientv3.EventTypeDelete {
 					continue
 				}
-				k := string(ev.Kv.Key)
-				s.markExpired(ctx, id, epoch, k[strings.LastIndexByte(k, '/')+1:])
+				holder, sidecar := splitLeaseName(string(ev.Kv.Key))
+				s.markExpired(ctx, id, epoch, holder, sidecar)
 				left--
 			}
 			if left <= 0 {
@@ -209,9 +209,9 @@ func (s *Store) drain(ctx context.Context, id string, epoch uint64) error {
 // markExpired records that sidecar's lease of epoch ended without a release;
 // if a release was recorded (in the same transaction as its delete), the
 // compare keeps it.
-func (s *Store) markExpired(ctx context.Context, id string, epoch uint64, sidecar string) {
-	key := s.drainedPrefix(id, epoch) + sidecar
-	v, err := encode(fencing.Drained{Sidecar: sidecar, Epoch: epoch, How: fencing.DrainExpired, At: s.now().UTC()})
+func (s *Store) markExpired(ctx context.Context, id string, epoch uint64, holder, sidecar string) {
+	key := s.drainedPrefix(id, epoch) + leaseName(holder, sidecar)
+	v, err := encode(fencing.Drained{Sidecar: sidecar, Holder: holder, Epoch: epoch, How: fencing.DrainExpired, At: s.now().UTC()})
 	if err == nil {
 		_, err = s.txn(ctx, "drain_mark", []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(key), "=", 0)}, []clientv3.Op{clientv3.OpPut(key, v)}, nil)
 	}
@@ -231,23 +231,23 @@ func (s *Store) fence(ctx context.Context, id string, st fencing.Status) error {
 	now := s.now().UTC()
 	cmps := []clientv3.Cmp{s.noLeases(id, n)}
 	var ops []clientv3.Op
-	for sc, lr := range lessees {
-		if _, ok := drained[sc]; ok {
+	for name, lr := range lessees {
+		if _, ok := drained[name]; ok {
 			continue
 		}
-		d := fencing.Drained{Sidecar: sc, Holder: lr.Holder, Epoch: n, How: fencing.DrainExpired, At: now}
+		d := fencing.Drained{Sidecar: lr.Sidecar, Holder: lr.Holder, Epoch: n, How: fencing.DrainExpired, At: now}
 		v, err := encode(d)
 		if err != nil {
 			return err
 		}
-		key := s.drainedPrefix(id, n) + sc
+		key := s.drainedPrefix(id, n) + name
 		cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", 0))
 		ops = append(ops, clientv3.OpPut(key, v))
-		drained[sc] = d
+		drained[name] = d
 	}
-	c := fencing.Change{By: st.Epoch.By, Reason: st.Epoch.Reason, At: now}
+	c := fencing.Change{By: st.Epoch.By, Reason: st.Epoch.Reason, Comment: st.Epoch.Comment, At: now}
 	if st.Bump != nil {
-		c.By, c.Reason = st.Bump.By, st.Bump.Reason
+		c.By, c.Reason, c.Comment = st.Bump.By, st.Bump.Reason, st.Bump.Comment
 	}
 	next, err := st.Epoch.Fence(c)
 	if err != nil {
@@ -271,7 +271,7 @@ func (s *Store) grant(ctx context.Context, id string, st fencing.Status) error {
 	if b.FromEpoch != st.Epoch.Epoch {
 		return fencing.Errorf(fencing.CodeInternal, "validator %s: bump %s is from epoch %d but the epoch is %d; refusing to grant (inspect with fencectl history)", id, b.ID, b.FromEpoch, st.Epoch.Epoch)
 	}
-	next, err := st.Epoch.Grant(b.To, fencing.Change{By: b.By, Reason: b.Reason, At: s.now().UTC()})
+	next, err := st.Epoch.Grant(b.To, fencing.Change{By: b.By, Reason: b.Reason, Comment: b.Comment, At: s.now().UTC()})
 	if err != nil {
 		return err
 	}
@@ -295,7 +295,7 @@ func (s *Store) grant(ctx context.Context, id string, st fencing.Status) error {
 }
 
 // leaseHistory returns every lease granted under epoch and how those that
-// ended did, by sidecar.
+// ended did, by leaseName.
 func (s *Store) leaseHistory(ctx context.Context, id string, epoch uint64) (map[string]fencing.LeaseRecord, map[string]fencing.Drained, error) {
 	tr, err := s.txn(ctx, "lease_history", nil, []clientv3.Op{
 		clientv3.OpGet(s.lesseePrefix(id, epoch), clientv3.WithPrefix()),
@@ -310,7 +310,7 @@ func (s *Store) leaseHistory(ctx context.Context, id string, epoch uint64) (map[
 		if err := decode(string(kv.Key), kv.Value, &lr); err != nil {
 			return nil, nil, err
 		}
-		lessees[lr.Sidecar] = lr
+		lessees[leaseName(lr.Holder, lr.Sidecar)] = lr
 	}
 	drained := map[string]fencing.Drained{}
 	for _, kv := range tr.Responses[1].GetResponseRange().Kvs {
@@ -318,10 +318,7 @@ func (s *Store) leaseHistory(ctx context.Context, id string, epoch uint64) (map[
 		if err := decode(string(kv.Key), kv.Value, &d); err != nil {
 			return nil, nil, err
 		}
-		if d.Holder == "" {
-			d.Holder = lessees[d.Sidecar].Holder
-		}
-		drained[d.Sidecar] = d
+		drained[leaseName(d.Holder, d.Sidecar)] = d
 	}
 	return lessees, drained, nil
 }

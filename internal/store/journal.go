@@ -58,7 +58,7 @@ func (s *Store) journalValid(ctx context.Context, r fencing.JournalRequest) (fen
 	id := r.Lease.Validator
 	tr, err := s.txn(ctx, "journal", cmps, ops, []clientv3.Op{
 		clientv3.OpGet(s.epochKey(id)),
-		clientv3.OpGet(s.leaseKey(id, r.Lease.Epoch, r.Lease.Sidecar)),
+		clientv3.OpGet(s.tokenKey(r.Lease)),
 		clientv3.OpGet(s.journalKey(id, r.HRS)),
 		clientv3.OpGet(s.watermarkKey(id)),
 	})

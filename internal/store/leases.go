@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -24,8 +25,14 @@ type Grant struct {
 }
 
 // Acquire grants sidecar of holder a lease on id's current epoch
-// (invariant 1). A lease this sidecar already holds under the epoch (it
-// restarted) is replaced, which invalidates the old token.
+// (invariant 1). holder and sidecar must be the authenticated caller's.
+//
+// At most one lease of an epoch is live at any time, whichever sidecar asks:
+// a second sidecar of the same holder (a rolling update with surge, a
+// replacement of a force-deleted pod) and a restarted or retried request of
+// the same sidecar are refused with lease_held until the live lease is
+// released or has expired. Nothing here ever deletes a live lease: a late
+// acquire must not end the lease its sidecar signs under.
 func (s *Store) Acquire(ctx context.Context, id, holder, sidecar string, ttl int64) (Grant, error) {
 	id, err := fencing.CanonicalValidatorID(id)
 	if err != nil {
@@ -37,8 +44,8 @@ func (s *Store) Acquire(ctx context.Context, id, holder, sidecar string, ttl int
 	if err := fencing.ValidateSidecar(sidecar); err != nil {
 		return Grant{}, err
 	}
-	if ttl < MinLeaseTTL || ttl > MaxLeaseTTL {
-		return Grant{}, fencing.Errorf(fencing.CodeBadRequest, "lease TTL %ds must be between %ds and %ds", ttl, MinLeaseTTL, MaxLeaseTTL)
+	if err := validTTL(ttl); err != nil {
+		return Grant{}, err
 	}
 	resp, err := s.txn(ctx, "acquire_read", nil, []clientv3.Op{
 		clientv3.OpGet(s.epochKey(id)),
@@ -67,61 +74,58 @@ func (s *Store) Acquire(ctx context.Context, id, holder, sidecar string, ttl int
 		}
 	}
 
-	key := s.leaseKey(id, ep.Epoch, sidecar)
-	if err := s.dropOwnLease(ctx, key); err != nil {
-		return Grant{}, err
-	}
 	leaseID, err := s.grantLease(ctx, ttl)
 	if err != nil {
 		return Grant{}, err
 	}
-	now := s.now().UTC()
-	rec := fencing.LeaseRecord{Sidecar: sidecar, Holder: holder, Epoch: ep.Epoch, AcquiredAt: now, TTLSeconds: ttl}
+	rec := fencing.LeaseRecord{Sidecar: sidecar, Holder: holder, Epoch: ep.Epoch, AcquiredAt: s.now().UTC(), TTLSeconds: ttl}
 	v, err := encode(rec)
 	if err != nil {
+		s.revokeLease(ctx, leaseID)
 		return Grant{}, err
 	}
+	name := leaseName(holder, sidecar)
 	tr, err := s.txn(ctx, "acquire",
 		[]clientv3.Cmp{
-			// 1. the epoch record is exactly the active one checked above
+			// the epoch record is exactly the active one checked above
 			clientv3.Compare(clientv3.ModRevision(s.epochKey(id)), "=", epochRev),
-			clientv3.Compare(clientv3.CreateRevision(key), "=", 0),
+			// no lease of this epoch is live, this sidecar's included
+			s.noLeases(id, ep.Epoch),
 		},
 		[]clientv3.Op{
-			clientv3.OpPut(key, v, clientv3.WithLease(leaseID)),
-			clientv3.OpPut(s.lesseePrefix(id, ep.Epoch)+sidecar, v),
-			clientv3.OpDelete(s.drainedPrefix(id, ep.Epoch) + sidecar),
-		}, nil)
+			clientv3.OpPut(s.leasePrefix(id, ep.Epoch)+name, v, clientv3.WithLease(leaseID)),
+			clientv3.OpPut(s.lesseePrefix(id, ep.Epoch)+name, v),
+			clientv3.OpDelete(s.drainedPrefix(id, ep.Epoch) + name),
+		},
+		[]clientv3.Op{clientv3.OpGet(s.leasePrefix(id, ep.Epoch), clientv3.WithPrefix())})
 	if err != nil || !tr.Succeeded {
 		s.revokeLease(ctx, leaseID)
 		if err != nil {
 			return Grant{}, err
 		}
+		if kvs := tr.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+			var live fencing.LeaseRecord
+			if err := decode(string(kvs[0].Key), kvs[0].Value, &live); err != nil {
+				return Grant{}, err
+			}
+			return Grant{}, fencing.Errorf(fencing.CodeLeaseHeld, "validator %s (epoch %d) is leased by sidecar %s of %s since %s; at most one sidecar signs at a time: retry after it releases or its lease expires (at most %ds)",
+				id, ep.Epoch, live.Sidecar, live.Holder, live.AcquiredAt.Format(time.RFC3339), live.TTLSeconds)
+		}
 		return Grant{}, fencing.Errorf(fencing.CodeConflict, "validator %s changed while the lease was being granted; retry", id)
 	}
 	g.Lease = fencing.Lease{
 		Validator: id, Epoch: ep.Epoch, Holder: holder, Sidecar: sidecar,
-		EpochRevision: epochRev, LeaseRevision: tr.Header.Revision, TTLSeconds: ttl,
+		EpochRevision: epochRev, LeaseRevision: tr.Header.Revision, EtcdLease: int64(leaseID), TTLSeconds: ttl,
 	}
 	s.lg.Info("lease acquired", "validator", id, "epoch", ep.Epoch, "holder", holder, "sidecar", sidecar, "ttl", ttl)
 	return g, nil
 }
 
-// dropOwnLease deletes a live lease key left by an earlier incarnation of the
-// same sidecar, so the new one gets a new lease revision.
-func (s *Store) dropOwnLease(ctx context.Context, key string) error {
-	resp, err := s.get(ctx, "acquire_read", key)
-	if err != nil || len(resp.Kvs) == 0 {
-		return err
+func validTTL(ttl int64) error {
+	if ttl < MinLeaseTTL || ttl > MaxLeaseTTL {
+		return fencing.Errorf(fencing.CodeBadRequest, "lease TTL %ds must be between %ds and %ds", ttl, MinLeaseTTL, MaxLeaseTTL)
 	}
-	old := resp.Kvs[0]
-	_, err = s.txn(ctx, "acquire_replace",
-		[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(key), "=", old.ModRevision)},
-		[]clientv3.Op{clientv3.OpDelete(key)}, nil)
-	if err == nil {
-		s.revokeLease(ctx, clientv3.LeaseID(old.Lease))
-	}
-	return err
+	return nil
 }
 
 func (s *Store) grantLease(ctx context.Context, ttl int64) (clientv3.LeaseID, error) {
@@ -149,10 +153,14 @@ func (s *Store) revokeLease(ctx context.Context, id clientv3.LeaseID) {
 	}
 }
 
-// Renew extends l for another TTL (invariant 1): it attaches the lease key to
-// a fresh etcd lease in a transaction that compares the epoch record's
-// revision (epoch, state and holder as when granted) and the lease key's
-// incarnation, so a renewal can never land after a freeze.
+// Renew extends l for another TTL (invariant 1) and returns the token to
+// use from now on. It attaches the lease key to a fresh etcd lease in a
+// transaction that compares the epoch record's revision (epoch, state and
+// holder as when granted), the key named by l's holder and sidecar with l's
+// incarnation, and the etcd lease the key is attached to now: a renewal
+// delivered late, after a later one succeeded, fails instead of moving the
+// key back onto its own earlier-expiring lease; and none can land after a
+// freeze.
 //
 // wm, when not nil, is the sidecar's local watermark (lease mode, which does
 // not journal each signature): the same transaction raises the quorum
@@ -165,43 +173,46 @@ func (s *Store) Renew(ctx context.Context, l fencing.Lease, wm *fencing.Watermar
 	if err != nil {
 		return fencing.Lease{}, err
 	}
-	if l.TTLSeconds < MinLeaseTTL || l.TTLSeconds > MaxLeaseTTL {
-		return fencing.Lease{}, fencing.Errorf(fencing.CodeBadRequest, "lease TTL %ds must be between %ds and %ds", l.TTLSeconds, MinLeaseTTL, MaxLeaseTTL)
+	if err := validTTL(l.TTLSeconds); err != nil {
+		return fencing.Lease{}, err
 	}
-	key := s.leaseKey(l.Validator, l.Epoch, l.Sidecar)
+	key := s.tokenKey(l)
 	leaseID, err := s.grantLease(ctx, l.TTLSeconds)
 	if err != nil {
 		return fencing.Lease{}, err
 	}
-	v, err := encode(fencing.LeaseRecord{Sidecar: l.Sidecar, Holder: l.Holder, Epoch: l.Epoch, RenewedAt: s.now().UTC(), TTLSeconds: l.TTLSeconds})
-	if err != nil {
-		return fencing.Lease{}, err
-	}
 	tr, err := s.txn(ctx, "renew",
-		s.leaseCmps(l),
-		append([]clientv3.Op{clientv3.OpGet(key), clientv3.OpPut(key, v, clientv3.WithLease(leaseID))}, raise...),
-		[]clientv3.Op{clientv3.OpGet(s.epochKey(l.Validator))})
+		append(s.leaseCmps(l), clientv3.Compare(clientv3.LeaseValue(key), "=", l.EtcdLease)),
+		// The record keeps its value: only the etcd lease changes.
+		append([]clientv3.Op{clientv3.OpPut(key, "", clientv3.WithIgnoreValue(), clientv3.WithLease(leaseID))}, raise...),
+		[]clientv3.Op{clientv3.OpGet(s.epochKey(l.Validator)), clientv3.OpGet(key)})
 	if err != nil {
 		s.revokeLease(ctx, leaseID)
 		return fencing.Lease{}, err
 	}
 	if !tr.Succeeded {
 		s.revokeLease(ctx, leaseID)
-		return fencing.Lease{}, s.whyNotHeld(l, tr.Responses[0].GetResponseRange().Kvs)
+		epKVs := tr.Responses[0].GetResponseRange().Kvs
+		if kvs := tr.Responses[1].GetResponseRange().Kvs; len(epKVs) > 0 && epKVs[0].ModRevision == l.EpochRevision &&
+			len(kvs) > 0 && kvs[0].CreateRevision == l.LeaseRevision && kvs[0].Lease != l.EtcdLease {
+			return fencing.Lease{}, fencing.Errorf(fencing.CodeFenced, "renewal of %s (epoch %d, sidecar %s) is out of date: a later renewal of this lease already succeeded (a retried or delayed request); acquire anew once it ends", l.Validator, l.Epoch, l.Sidecar)
+		}
+		return fencing.Lease{}, s.whyNotHeld(l, epKVs)
 	}
-	if old := tr.Responses[0].GetResponseRange().Kvs; len(old) > 0 {
-		s.revokeLease(ctx, clientv3.LeaseID(old[0].Lease))
-	}
+	s.revokeLease(ctx, clientv3.LeaseID(l.EtcdLease))
+	l.EtcdLease = int64(leaseID)
 	return l, nil
 }
 
 // leaseCmps holds inside a transaction only while l is valid: the epoch
-// record is unchanged since the grant and the lease key is the same
-// incarnation (it neither expired nor was released and re-acquired).
+// record is unchanged since the grant, and the lease key named by l's holder
+// and sidecar (the authenticated caller's) exists as the same incarnation (it
+// neither expired nor was released and re-acquired). Every transaction that
+// uses a lease starts from these compares; Renew adds the etcd lease.
 func (s *Store) leaseCmps(l fencing.Lease) []clientv3.Cmp {
 	return []clientv3.Cmp{
 		clientv3.Compare(clientv3.ModRevision(s.epochKey(l.Validator)), "=", l.EpochRevision),
-		clientv3.Compare(clientv3.CreateRevision(s.leaseKey(l.Validator, l.Epoch, l.Sidecar)), "=", l.LeaseRevision),
+		clientv3.Compare(clientv3.CreateRevision(s.tokenKey(l)), "=", l.LeaseRevision),
 	}
 }
 
@@ -220,8 +231,17 @@ func (s *Store) whyNotHeld(l fencing.Lease, epKVs []*mvccpb.KeyValue) error {
 	return fencing.Errorf(fencing.CodeFenced, "lease of %s (epoch %d, sidecar %s) expired or was released; acquire a new one", l.Validator, l.Epoch, l.Sidecar)
 }
 
-// Release ends l at once. Releasing a lease that is already gone succeeds.
-// wm raises the quorum watermark as in Renew, in the same transaction.
+// Release ends l at once; holder and sidecar of l must be the authenticated
+// caller's (the key they name is the one compared). It compares only the
+// incarnation, not the epoch record: a lease of a revoked epoch is released
+// too, which is what lets a cooperative bump finish early.
+//
+// wm raises the quorum watermark as in Renew, in the same transaction. A
+// lease that is already gone (it expired, or a retried release) is a
+// success, but a watermark reported with it is not dropped: it is raised
+// and recorded in the history as a late report if this holder and sidecar
+// ever held a lease of the epoch, and refused otherwise, so the caller knows
+// it was not recorded.
 func (s *Store) Release(ctx context.Context, l fencing.Lease, wm *fencing.Watermark) error {
 	if err := l.Validate(); err != nil {
 		return err
@@ -230,7 +250,8 @@ func (s *Store) Release(ctx context.Context, l fencing.Lease, wm *fencing.Waterm
 	if err != nil {
 		return err
 	}
-	key := s.leaseKey(l.Validator, l.Epoch, l.Sidecar)
+	key := s.tokenKey(l)
+	name := leaseName(l.Holder, l.Sidecar)
 	v, err := encode(fencing.Drained{Sidecar: l.Sidecar, Holder: l.Holder, Epoch: l.Epoch, How: fencing.DrainReleased, At: s.now().UTC()})
 	if err != nil {
 		return err
@@ -240,7 +261,7 @@ func (s *Store) Release(ctx context.Context, l fencing.Lease, wm *fencing.Waterm
 		append([]clientv3.Op{
 			clientv3.OpGet(key),
 			clientv3.OpDelete(key),
-			clientv3.OpPut(s.drainedPrefix(l.Validator, l.Epoch)+l.Sidecar, v),
+			clientv3.OpPut(s.drainedPrefix(l.Validator, l.Epoch)+name, v),
 		}, raise...), nil)
 	if err != nil {
 		return err
@@ -250,13 +271,42 @@ func (s *Store) Release(ctx context.Context, l fencing.Lease, wm *fencing.Waterm
 			s.revokeLease(ctx, clientv3.LeaseID(kvs[0].Lease))
 		}
 		s.lg.Info("lease released", "validator", l.Validator, "epoch", l.Epoch, "sidecar", l.Sidecar)
+		return nil
 	}
+	if wm == nil {
+		return nil
+	}
+	return s.lateWatermark(ctx, l, *wm, raise)
+}
+
+// lateWatermark records wm, reported with the release of a lease that had
+// already ended: raised if above the quorum watermark and written to the
+// history, provided l's holder and sidecar held a lease of l's epoch.
+func (s *Store) lateWatermark(ctx context.Context, l fencing.Lease, wm fencing.Watermark, raise []clientv3.Op) error {
+	evCmp, evOp, err := s.eventOp(fencing.Event{
+		Kind: fencing.EventLateWatermark, Validator: l.Validator, At: s.now().UTC(), By: l.Holder + "/" + l.Sidecar,
+		Sidecar: l.Sidecar, Epoch: l.Epoch,
+		Detail: "watermark " + wm.HRS.String() + " reported after the lease had ended (expired or already released); the quorum watermark is raised to it if it was below",
+	})
+	if err != nil {
+		return err
+	}
+	tr, err := s.txn(ctx, "release_late_watermark",
+		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(s.lesseePrefix(l.Validator, l.Epoch)+leaseName(l.Holder, l.Sidecar)), ">", 0), evCmp},
+		append(raise, evOp), nil)
+	if err != nil {
+		return fencing.Errorf(fencing.CodeOf(err), "lease of %s (epoch %d) had already ended and its watermark %s was NOT recorded: %v", l.Validator, l.Epoch, wm.HRS, err)
+	}
+	if !tr.Succeeded {
+		return fencing.Errorf(fencing.CodeFenced, "%s of %s never held a lease of %s under epoch %d; watermark %s NOT recorded", l.Sidecar, l.Holder, l.Validator, l.Epoch, wm.HRS)
+	}
+	raised := tr.Responses[0].GetResponseTxn().Succeeded
+	s.lg.Warn("watermark reported after the lease ended", "validator", l.Validator, "epoch", l.Epoch, "sidecar", l.Sidecar, "watermark", wm.HRS.String(), "raised", raised)
 	return nil
 }
 
 // CheckLease succeeds only while l is valid in etcd right now (one
-// linearizable transaction): the epoch record is unchanged since the grant and
-// the lease key is the same incarnation. Strict-mode sidecars call it before
+// linearizable transaction): leaseCmps. Strict-mode sidecars call it before
 // a signature that has no HRS to journal (a bare digest).
 func (s *Store) CheckLease(ctx context.Context, l fencing.Lease) error {
 	if err := l.Validate(); err != nil {

@@ -10,9 +10,9 @@
 //	validators/<id>/epoch                     fencing.Epoch
 //	validators/<id>/bump                      fencing.Bump while a bump is under way
 //	validators/<id>/bump-lock/…               concurrency.Mutex of the replica driving it
-//	validators/<id>/leases/<epoch>/<sidecar>  leaseValue, attached to an etcd lease
-//	validators/<id>/lessees/<epoch>/<sidecar> fencing.LeaseRecord, every lease ever granted under <epoch>
-//	validators/<id>/drained/<epoch>/<sidecar> fencing.Drained, how each lease of <epoch> ended
+//	validators/<id>/leases/<epoch>/<holder>/<sidecar>   fencing.LeaseRecord, attached to an etcd lease; at most one per epoch
+//	validators/<id>/lessees/<epoch>/<holder>/<sidecar>  fencing.LeaseRecord, every lease ever granted under <epoch>
+//	validators/<id>/drained/<epoch>/<holder>/<sidecar>  fencing.Drained, how each lease of <epoch> ended
 //	validators/<id>/watermark                 fencing.Watermark (quorum watermark)
 //	validators/<id>/watermark-hrs             fencing.HRS.SortKey of the watermark
 //	validators/<id>/journal/<h>/<r>/<step>    fencing.JournalEntry
@@ -123,14 +123,31 @@ func (s *Store) eventsPrefix() string           { return s.prefix + "events/" }
 func (s *Store) leasePrefix(id string, epoch uint64) string {
 	return s.vkey(id, "leases/"+strconv.FormatUint(epoch, 10)+"/")
 }
-func (s *Store) leaseKey(id string, epoch uint64, sidecar string) string {
-	return s.leasePrefix(id, epoch) + sidecar
+
+// A lease is named by its holder and sidecar: the keys of a lease under
+// leases/, lessees/ and drained/ end in <epoch>/<holder>/<sidecar>, so a
+// compare on a lease key compares who holds it (docs/architecture.md,
+// invariant 1).
+func leaseName(holder, sidecar string) string { return holder + "/" + sidecar }
+
+// splitLeaseName is the inverse of leaseName on the tail of a lease key.
+func splitLeaseName(key string) (holder, sidecar string) {
+	i := strings.LastIndexByte(key, '/')
+	j := strings.LastIndexByte(key[:max(i, 0)], '/')
+	return key[j+1 : max(i, 0)], key[i+1:]
+}
+
+func (s *Store) leaseKey(id string, epoch uint64, holder, sidecar string) string {
+	return s.leasePrefix(id, epoch) + leaseName(holder, sidecar)
 }
 func (s *Store) lesseePrefix(id string, epoch uint64) string {
 	return s.vkey(id, "lessees/"+strconv.FormatUint(epoch, 10)+"/")
 }
 func (s *Store) drainedPrefix(id string, epoch uint64) string {
 	return s.vkey(id, "drained/"+strconv.FormatUint(epoch, 10)+"/")
+}
+func (s *Store) tokenKey(l fencing.Lease) string {
+	return s.leaseKey(l.Validator, l.Epoch, l.Holder, l.Sidecar)
 }
 func (s *Store) journalKey(id string, h fencing.HRS) string {
 	return s.journalPrefix(id) + h.JournalPath()

@@ -470,9 +470,12 @@ func TestRenewAndReleaseRaiseWatermark(t *testing.T) {
 		do   func() error
 		want uint64
 	}{
-		{"renew raises", func() error { _, err := s.Renew(ctx, g.Lease, wm(7)); return err }, 7},
-		{"renew never lowers", func() error { _, err := s.Renew(ctx, g.Lease, wm(3)); return err }, 7},
+		{"renew raises", func() error { g.Lease, err = s.Renew(ctx, g.Lease, wm(7)); return err }, 7},
+		{"renew never lowers", func() error { g.Lease, err = s.Renew(ctx, g.Lease, wm(3)); return err }, 7},
 		{"release raises", func() error { return s.Release(ctx, g.Lease, wm(9)) }, 9},
+		// A release that arrives after the lease ended (here: a retry) still
+		// records the watermark it reports.
+		{"late release raises", func() error { return s.Release(ctx, g.Lease, wm(10)) }, 10},
 	}
 	for _, st := range steps {
 		if err := st.do(); err != nil {
@@ -486,10 +489,18 @@ func TestRenewAndReleaseRaiseWatermark(t *testing.T) {
 			t.Fatalf("%s: quorum watermark %+v, want height %d", st.name, got.Watermark, st.want)
 		}
 	}
+	evs, err := s.Events(ctx, "val-1", 0)
+	if err != nil || evs[len(evs)-1].Kind != fencing.EventLateWatermark {
+		t.Fatalf("history after a late release = %+v, %v; want a %s event last", evs, err, fencing.EventLateWatermark)
+	}
+	// A sidecar that never held a lease of the epoch cannot raise it.
+	forged := g.Lease
+	forged.Sidecar = "a-9"
+	wantCode(t, "Release of a never-held lease with a watermark", s.Release(ctx, forged, wm(1<<40)), fencing.CodeFenced)
 	// The next lease starts above it, and a journal write below it is refused.
 	g2, err := s.Acquire(ctx, "val-1", "region-a", "a-1", 5)
-	if err != nil || g2.Watermark == nil || g2.Watermark.Height != 9 {
-		t.Fatalf("Acquire = %+v, %v; want watermark height 9", g2, err)
+	if err != nil || g2.Watermark == nil || g2.Watermark.Height != 10 {
+		t.Fatalf("Acquire = %+v, %v; want watermark height 10", g2, err)
 	}
 	if _, err := journal(s, g2.Lease, 8, 1); fencing.CodeOf(err) != fencing.CodeWatermark {
 		t.Fatalf("Journal below the raised watermark = %v, want watermark", err)

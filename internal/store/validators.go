@@ -27,7 +27,7 @@ func (s *Store) AddValidator(ctx context.Context, id, holder string, c fencing.C
 	if err != nil {
 		return fencing.Epoch{}, err
 	}
-	evCmp, evOp, err := s.eventOp(fencing.Event{Kind: fencing.EventValidatorAdded, Validator: id, At: c.At, By: c.By, Reason: c.Reason, To: &ep})
+	evCmp, evOp, err := s.eventOp(fencing.Event{Kind: fencing.EventValidatorAdded, Validator: id, At: c.At, By: c.By, Reason: c.Reason, Comment: c.Comment, To: &ep})
 	if err != nil {
 		return fencing.Epoch{}, err
 	}
@@ -205,7 +205,7 @@ func (s *Store) transition(ctx context.Context, name, id string, rev int64, next
 	if err != nil {
 		return err
 	}
-	ev.Validator, ev.At, ev.By, ev.Reason, ev.To = id, next.UpdatedAt, next.By, next.Reason, &next
+	ev.Validator, ev.At, ev.By, ev.Reason, ev.Comment, ev.To = id, next.UpdatedAt, next.By, next.Reason, next.Comment, &next
 	evCmp, evOp, err := s.eventOp(ev)
 	if err != nil {
 		return err

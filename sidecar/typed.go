@@ -9,6 +9,7 @@ import (
 
 	"github.com/ethereum/go-ethereum/core/types"
 	"github.com/ethereum/go-ethereum/crypto"
+	"github.com/ethereum/go-ethereum/rlp"
 
 	"github.com/validator-fencing/fencing/internal/api"
 	"github.com/validator-fencing/fencing/internal/consensus"
@@ -17,10 +18,11 @@ import (
 
 // Typed helpers derive the HRS and the digest of a block seal from the
 // header itself, so the watermark protects seals without trusting the caller
-// to name the HRS (DESIGN §6):
+// to name the HRS (docs/sidecar.md):
 //
-//	POST /v1/sign/clique       HRS (number, 0, block),   digest = EIP-225 seal hash
-//	POST /v1/sign/qbft-commit  HRS (number, round, commit), digest = Besu committed-seal hash
+//	POST /v1/sign/clique        HRS (number, 0, block),      digest = EIP-225 seal hash
+//	POST /v1/sign/qbft-commit   HRS (number, round, commit), digest = Besu's QBFT committed-seal hash
+//	POST /v1/sign/ibft2-commit  HRS (number, round, commit), digest = Besu's IBFT 2.0 committed-seal hash
 //
 // Header hashing is internal/consensus's (the chain audit recovers seals with
 // the same code), never a second copy.
@@ -50,6 +52,7 @@ type seal struct {
 func (s *Server) typedRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/sign/clique", s.signHeader(cliqueSeal))
 	mux.HandleFunc("POST /v1/sign/qbft-commit", s.signHeader(qbftCommitSeal))
+	mux.HandleFunc("POST /v1/sign/ibft2-commit", s.signHeader(ibft2CommitSeal))
 }
 
 // signHeader serves one typed helper: derive reads the seal from the header.
@@ -120,16 +123,27 @@ func cliqueSeal(h *types.Header) (seal, error) {
 // commit) over keccak of the header whose extraData has the seal list
 // emptied and the round kept.
 func qbftCommitSeal(h *types.Header) (seal, error) {
+	return bftCommitSeal(h, consensus.ConsensusQBFT, consensus.DecodeQBFTExtra)
+}
+
+// ibft2CommitSeal is the IBFT 2.0 committed seal of h: HRS (number, round,
+// commit) over keccak of the header whose extraData is
+// RLP[vanity, validators, vote, round] (no seal list).
+func ibft2CommitSeal(h *types.Header) (seal, error) {
+	return bftCommitSeal(h, consensus.ConsensusIBFT2, consensus.DecodeIBFT2Extra)
+}
+
+func bftCommitSeal(h *types.Header, c consensus.Consensus, decode func([]byte) (*consensus.BFTExtra, error)) (seal, error) {
 	if h.MixDigest != consensus.IstanbulDigest {
-		return seal{}, fencing.Errorf(fencing.CodeBadRequest, "header mixHash %s is not the Istanbul digest every QBFT block carries", h.MixDigest)
+		return seal{}, fencing.Errorf(fencing.CodeBadRequest, "header mixHash %s is not the Istanbul digest every %s block carries", h.MixDigest, c)
 	}
-	x, err := consensus.DecodeQBFTExtra(h.Extra)
+	x, err := decode(h.Extra)
 	if err != nil {
-		return seal{}, fencing.Errorf(fencing.CodeBadRequest, "header extraData is not QBFT extraData: %v", err)
+		return seal{}, fencing.Errorf(fencing.CodeBadRequest, "header extraData is not %s extraData: %v", c, err)
 	}
-	d, err := consensus.CommittedSealHash(h, consensus.ConsensusQBFT)
+	d, err := consensus.CommittedSealHash(h, c)
 	if err != nil {
-		return seal{}, fencing.Errorf(fencing.CodeBadRequest, "header extraData is not QBFT extraData: %v", err)
+		return seal{}, fencing.Errorf(fencing.CodeBadRequest, "header extraData is not %s extraData: %v", c, err)
 	}
 	return seal{HRS: fencing.HRS{Height: h.Number.Uint64(), Round: x.Round, Step: fencing.StepCommit}, Digest: fencing.Digest(d)}, nil
 }
@@ -145,6 +159,10 @@ func cliqueSigningForm(data []byte) (seal, error) {
 		return seal{}, err
 	}
 	h.Extra = append(bytes.Clone(h.Extra), make([]byte, crypto.SignatureLength)...) // where the seal goes
+	if _, err := consensus.DecodeCliqueExtra(h.Extra); err != nil {
+		// extraData must be vanity ‖ signers: a sealed header is not a signing form.
+		return seal{}, fencing.Errorf(fencing.CodeBadRequest, "clique signing form: %v", err)
+	}
 	sl, err := cliqueSeal(h)
 	if err != nil {
 		return seal{}, err
@@ -176,16 +194,46 @@ func qbftSigningForm(data []byte) (seal, error) {
 	return sl, nil
 }
 
+// ibft2SigningForm reads data as the bytes an IBFT 2.0 committed seal signs:
+// the header RLP whose extraData is RLP[vanity, validators, vote, round]
+// (four items: the seal list is not there at all); its keccak must be the
+// header's committed-seal hash.
+func ibft2SigningForm(data []byte) (seal, error) {
+	h, err := decodeHeader(data)
+	if err != nil {
+		return seal{}, err
+	}
+	items, err := rlp.SplitListValues(h.Extra)
+	if err != nil || len(items) != 4 {
+		return seal{}, fencing.Errorf(fencing.CodeBadRequest, "IBFT 2.0 signing form has extraData of four items (vanity, validators, vote, round)")
+	}
+	// The committed-seal form is the extraData with its seal list left out.
+	h.Extra, _ = rlp.MergeListValues(append(items, []byte{0xc0}))
+	sl, err := ibft2CommitSeal(h)
+	if err != nil {
+		return seal{}, err
+	}
+	if sl.Digest != fencing.Digest(crypto.Keccak256Hash(data)) {
+		return seal{}, fencing.Errorf(fencing.CodeBadRequest, "IBFT 2.0 header is not in its committed-seal signing form")
+	}
+	return sl, nil
+}
+
 // headerSigningForm recognises data that is exactly the signing form of a
-// Clique or QBFT seal (keccak256(data) is the seal's digest), so a caller of
-// a bare-digest API still gets the watermark.
-func headerSigningForm(data []byte) (seal, bool) {
-	for _, form := range []func([]byte) (seal, error){cliqueSigningForm, qbftSigningForm} {
+// Clique, QBFT or IBFT 2.0 seal (keccak256(data) is the seal's digest), so a
+// caller of a bare-digest API still gets the watermark. Data that decodes as
+// a block header but is none of these is refused: signed as a bare digest it
+// would bypass the watermark.
+func headerSigningForm(data []byte) (seal, bool, error) {
+	for _, form := range []func([]byte) (seal, error){cliqueSigningForm, qbftSigningForm, ibft2SigningForm} {
 		if sl, err := form(data); err == nil {
-			return sl, true
+			return sl, true, nil
 		}
 	}
-	return seal{}, false
+	if _, err := consensus.DecodeHeaderRLP(data); err == nil {
+		return seal{}, false, fencing.Errorf(fencing.CodeBadRequest, "data is a block header but not the signing form of a Clique, QBFT or IBFT 2.0 seal; the sidecar does not sign a block header as a bare digest (it would bypass the watermark): use the typed endpoints /v1/sign/clique, /v1/sign/qbft-commit or /v1/sign/ibft2-commit")
+	}
+	return seal{}, false, nil
 }
 
 // hexData is bytes written as a hex JSON string, 0x optional; its errors are

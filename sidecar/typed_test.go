@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -499,5 +501,115 @@ func TestHeaderSealsOfRealBlocks(t *testing.T) {
 				t.Fatalf("seal = %v %s, %v; want %s at round %d step %s", sl.HRS, sl.Digest, err, want, rb.expect.Round, tc.step)
 			}
 		})
+	}
+}
+
+// ibft2Extra is Besu's IBFT 2.0 extraData
+// RLP[vanity, validators, vote, round (4 bytes), seals]; without seals nil
+// and sealList false it is the committed-seal signing form, four items.
+func ibft2Extra(t testing.TB, validators []common.Address, round uint32, seals [][]byte, sealList bool) []byte {
+	t.Helper()
+	items := []any{make([]byte, 32), validators, []byte{}, binary.BigEndian.AppendUint32(nil, round)}
+	if sealList {
+		if seals == nil {
+			seals = [][]byte{}
+		}
+		items = append(items, seals)
+	}
+	b, err := rlp.EncodeToBytes(items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func ibft2TestHeader(t testing.TB, number uint64, round uint32, time uint64, validators []common.Address, sealList bool) *types.Header {
+	h := qbftTestHeader(t, number, 0, time, validators)
+	h.Extra = ibft2Extra(t, validators, round, nil, sealList)
+	return h
+}
+
+// Finding 4: IBFT 2.0 committed seals are recognised on the typed and the
+// Web3Signer surfaces and go through the watermark; before, an IBFT 2.0
+// signing form sent to Web3Signer eth1 was signed as a bare digest, so a
+// second block at the same height and round was sealed.
+func TestIBFT2CommitSeal(t *testing.T) {
+	r := newSurfaceRig(t, rigOptions{})
+	validators := []common.Address{r.address(0), {0x02}, {0x03}, {0x04}}
+
+	t.Run("typed", func(t *testing.T) {
+		n := r.height()
+		h := ibft2TestHeader(t, n, 3, 1000, validators, true)
+		res, sig := r.signSeal(t, "/v1/sign/ibft2-commit", h)
+		signingForm := ibft2TestHeader(t, n, 3, 1000, validators, false)
+		if res.HRS != (fencing.HRS{Height: n, Round: 3, Step: fencing.StepCommit}) || res.Digest != fencing.Digest(signingForm.Hash()) {
+			t.Fatalf("ibft2 commit seal = %v %s, want %d/3/commit %s", res.HRS, res.Digest, n, signingForm.Hash())
+		}
+		sealed := types.CopyHeader(h)
+		sealed.Extra = ibft2Extra(t, validators, 3, [][]byte{sig}, true)
+		reported, err := consensus.BlockHash(sealed, consensus.ConsensusIBFT2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sh, err := consensus.VerifyHeader(sealed, reported, consensus.ConsensusIBFT2)
+		if err != nil || len(sh.Seals) != 1 || sh.Seals[0].Signer != r.address(0) || sh.Round != 3 {
+			t.Fatalf("VerifyHeader(sealed) = %+v, %v, want one seal by %s at round 3", sh, err, r.address(0))
+		}
+		status, body := r.postJSON(t, "/v1/sign/ibft2-commit", HeaderSignRequest{Validator: r.ids[0], Header: common.FromHex(headerRLP(t, ibft2TestHeader(t, n, 3, 1001, validators, true)))})
+		wantCode(t, "a second IBFT 2.0 header at the same HRS", status, body, http.StatusPreconditionFailed, fencing.CodeWatermark)
+		status, body = r.postJSON(t, "/v1/sign/qbft-commit", HeaderSignRequest{Validator: r.ids[0], Header: common.FromHex(headerRLP(t, ibft2TestHeader(t, r.height(), 3, 1000, validators, true)))})
+		wantCode(t, "an IBFT 2.0 header on the QBFT endpoint", status, body, http.StatusBadRequest, fencing.CodeBadRequest)
+	})
+
+	t.Run("web3signer", func(t *testing.T) {
+		sign := func(data []byte) (int, []byte) {
+			return r.postJSON(t, "/api/v1/eth1/sign/"+r.address(0).Hex(), map[string]string{"data": hexutil.Encode(data)})
+		}
+		n := r.height()
+		form := func(time uint64) []byte {
+			return common.FromHex(headerRLP(t, ibft2TestHeader(t, n, 2, time, validators, false)))
+		}
+		if status, body := sign(form(1000)); status != http.StatusOK {
+			t.Fatalf("ibft2 seal = %d %s", status, body)
+		}
+		status, body := sign(form(1001))
+		wantCode(t, "a second IBFT 2.0 header at one height and round", status, body, http.StatusPreconditionFailed, fencing.CodeWatermark)
+		// Header-shaped data that is no seal's signing form is not signed
+		// as a bare digest: a sealed header, a header with seals.
+		for name, h := range map[string]*types.Header{
+			"ibft2 header with its seal list": ibft2TestHeader(t, r.height(), 0, 1000, validators, true),
+			"qbft header with a seal": func() *types.Header {
+				h := qbftTestHeader(t, r.height(), 0, 1000, validators)
+				h.Extra = qbftExtra(t, validators, 0, [][]byte{make([]byte, 65)})
+				return h
+			}(),
+			"clique header with its seal": cliqueTestHeader(r.height(), 1000, nil, nil),
+		} {
+			status, body := sign(common.FromHex(headerRLP(t, h)))
+			wantCode(t, name, status, body, http.StatusBadRequest, fencing.CodeBadRequest)
+		}
+	})
+}
+
+// The digest derived for a real IBFT 2.0 block (Besu, Quorum Dev Quickstart)
+// is what its committers signed: every seal recovers to a validator.
+func TestIBFT2SealOfARealBlock(t *testing.T) {
+	rb := loadRealBlock(t, "ibft2_quickstart_block1.json")
+	h, err := consensus.DecodeHeaderRLP(rb.rlp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sl, err := ibft2CommitSeal(h)
+	if err != nil || sl.HRS != (fencing.HRS{Height: 1, Round: 1, Step: fencing.StepCommit}) {
+		t.Fatalf("ibft2CommitSeal = %v, %v; want 1/1/commit", sl.HRS, err)
+	}
+	x, err := consensus.DecodeIBFT2Extra(h.Extra)
+	if err != nil || len(x.Seals) != 3 {
+		t.Fatalf("extraData: %v, %d seals", err, len(x.Seals))
+	}
+	for _, s := range x.Seals {
+		if got := recoverAddress(t, sl.Digest[:], s); !slices.Contains(x.Validators, got) {
+			t.Fatalf("seal recovers to %s over the derived digest, not a validator of %v", got, x.Validators)
+		}
 	}
 }

@@ -22,12 +22,14 @@ import (
 // the key's address. /upcheck and /healthcheck are with the health routes.
 //
 // When data is exactly the signing form of a block seal (go-ethereum's
-// CliqueRLP of a Clique header, or a QBFT header with its seal list emptied
-// and its round kept), the seal's HRS and digest are derived from it and the
+// CliqueRLP of a Clique header, a QBFT header with its seal list emptied and
+// its round kept, an IBFT 2.0 header with extraData [vanity, validators,
+// vote, round]), the seal's HRS and digest are derived from it and the
 // signature goes through the watermark like the typed helpers
-// (Signer.SignHRS). Any other data carries no height, round or step, so only
-// the epoch fence applies (Signer.SignDigest): the lease must be held and, in
-// strict mode, confirmed in etcd, as with Web3Signer's own eth1 signing.
+// (Signer.SignHRS). Other data that decodes as a block header is refused.
+// Any other data carries no height, round or step, so only the epoch fence
+// applies (Signer.SignDigest): the lease must be held and, in strict mode,
+// confirmed in etcd, as with Web3Signer's own eth1 signing.
 //
 // Refusals answer 412 with {"code","message"} (Web3Signer answers 412 for
 // slashing-protection refusals); bad input, including an unknown identifier,
@@ -62,8 +64,13 @@ func (s *Server) eth1Sign(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, err)
 		return
 	}
+	sl, isSeal, err := headerSigningForm(req.Data)
+	if err != nil {
+		api.WriteError(w, err)
+		return
+	}
 	var res SignResult
-	if sl, ok := headerSigningForm(req.Data); ok {
+	if isSeal {
 		res, err = s.signer.SignHRS(r.Context(), validator, sl.HRS, sl.Digest)
 	} else {
 		res, err = s.signer.SignDigest(r.Context(), validator, digest)

@@ -4,6 +4,7 @@ import (
 	crand "crypto/rand"
 	"encoding/binary"
 	"fmt"
+	"github.com/validator-fencing/fencing/sidecar"
 	"math/rand/v2"
 	"os"
 	"sort"
@@ -175,7 +176,7 @@ func runChaos(t *testing.T, mode string, minDur, maxDur time.Duration, needRound
 	validators := 4
 	faults := schedule(seed, maxDur, ttl, validators)
 	fmt.Printf("e2e: %s seed %d (FENCE_E2E_SEED=%d reproduces the schedule), %s mode, %d validators, run %s..%s, %d faults scheduled\n", t.Name(), seed, seed, mode, validators, minDur, maxDur, len(faults))
-	c := newCluster(t, clusterOptions{Validators: validators, Mode: mode, TTL: ttl, Margin: time.Second, Seed: seed})
+	c := newCluster(t, clusterOptions{Validators: validators, Mode: mode, TTL: ttl, Margin: 1500 * time.Millisecond, Seed: seed})
 	r := &chaosRun{c: c, start: time.Now(), faults: faults, rnd: rand.New(rand.NewPCG(seed, 0x6f70)), executed: map[string]int{}}
 	r.until = func() bool {
 		el := time.Since(r.start)
@@ -365,10 +366,11 @@ func (r *chaosRun) exec(f fault) {
 		p := c.sidecar(v, c.holder(v))
 		// A clock running slow by factor rho stretches the local deadline
 		// to (TTL - margin)/rho: the same as a correct clock with margin
-		// TTL - (TTL - margin)/rho. slow: rho = 0.73 (margin 0.25s of 3s),
-		// fast: rho = 1.82 (margin 1.9s); both within the bound margin/TTL
-		// = 33% documented for --safety-margin 1s.
-		m := 250 * time.Millisecond
+		// TTL - (TTL - margin)/rho. With TTL 3s and the suite's margin
+		// 1.5s: slow rho = 0.75 (margin 1s, the floor for a 3s lease),
+		// fast rho = 1.36 (margin 1.9s); both within the bound margin/TTL
+		// = 50% documented for --safety-margin 1.5s.
+		m := sidecar.MinSafetyMargin(c.o.TTL)
 		if f.Mode == "fast" {
 			m = 1900 * time.Millisecond
 		}

@@ -18,6 +18,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -30,6 +31,8 @@ import (
 type Config struct {
 	Coordinator   flagenv.List
 	CoordinatorCA string
+	ClientCert    string
+	ClientKey     string
 	TokenFile     string
 	Holder        string
 	Name          string
@@ -53,6 +56,8 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.String("config", "", "YAML or JSON file of settings keyed by flag name (under FENCE_* and flags)")
 	fs.Var(&c.Coordinator, "coordinator", "coordinator URL(s), comma-separated; the sidecar uses whichever answers (required)")
 	fs.StringVar(&c.CoordinatorCA, "coordinator-ca", "", "CA bundle of an https coordinator")
+	fs.StringVar(&c.ClientCert, "client-cert", "", "client certificate for a coordinator with --client-ca: CN this sidecar's --name, O=fencing:holder:<holder> (outside Kubernetes)")
+	fs.StringVar(&c.ClientKey, "client-key", "", "key of --client-cert (mode 0600)")
 	fs.StringVar(&c.TokenFile, "token-file", "", "bearer token sent to the coordinator (a projected ServiceAccount token)")
 	fs.StringVar(&c.Holder, "holder", "", "this sidecar's failure domain, e.g. region-a (required)")
 	fs.StringVar(&c.Name, "name", strings.ToLower(host), "this sidecar's name in leases (default: the host name, i.e. the pod name)")
@@ -78,6 +83,14 @@ func (c *Config) Validate() error {
 	var errs []error
 	if len(c.Coordinator) == 0 {
 		errs = append(errs, errors.New("--coordinator is required"))
+	}
+	if (c.ClientCert == "") != (c.ClientKey == "") {
+		errs = append(errs, errors.New("--client-cert and --client-key go together"))
+	}
+	for _, u := range c.Coordinator {
+		if err := checkCoordinatorURL(u); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if err := fencing.ValidateHolder(c.Holder); err != nil {
 		errs = append(errs, fmt.Errorf("--holder: %v", msg(err)))
@@ -116,8 +129,8 @@ func (c *Config) Validate() error {
 	if c.RenewInterval == 0 {
 		c.RenewInterval = c.LeaseTTL / 3
 	}
-	if c.SafetyMargin < 0 {
-		errs = append(errs, fmt.Errorf("--safety-margin (%s) must not be negative", c.SafetyMargin))
+	if floor := MinSafetyMargin(c.LeaseTTL); c.SafetyMargin < floor {
+		errs = append(errs, fmt.Errorf("--safety-margin (%s) must be at least %s for a %s lease: it covers clock rate differences between this host and the etcd leader over one TTL (max(1s, TTL/20))", c.SafetyMargin, floor, c.LeaseTTL))
 	}
 	if c.RenewInterval <= 0 || c.RenewInterval+c.SafetyMargin >= c.LeaseTTL {
 		errs = append(errs, fmt.Errorf("lease TTL (%s) must exceed renew interval (%s) plus safety margin (%s)", c.LeaseTTL, c.RenewInterval, c.SafetyMargin))
@@ -136,4 +149,26 @@ func msg(err error) string {
 		return fe.Message
 	}
 	return err.Error()
+}
+
+// MinSafetyMargin is the smallest --safety-margin accepted for a lease of
+// ttl: max(1s, ttl/20) (docs/architecture.md, invariant 3).
+func MinSafetyMargin(ttl time.Duration) time.Duration {
+	return max(time.Second, ttl/20)
+}
+
+// checkCoordinatorURL refuses a coordinator this sidecar could not
+// authenticate: an answer (a lease, a journal commit) over plain HTTP from
+// another host could come from anyone on the path, so off this host it must
+// be https (verified with --coordinator-ca or the system roots).
+func checkCoordinatorURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("--coordinator %q must be an http(s)://host:port URL", raw)
+	}
+	host := u.Hostname()
+	if ip := net.ParseIP(host); u.Scheme == "http" && host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return fmt.Errorf("--coordinator %s is plain HTTP to another host: the sidecar must not trust an unauthenticated answer; use https:// (with --coordinator-ca)", raw)
+	}
+	return nil
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -37,7 +36,7 @@ func NewSigner(cfg Config, coord Coordinator, reg prometheus.Registerer, lg hclo
 				return nil, err
 			}
 		}
-		if _, dup := s.validators[strings.ToLower(id)]; dup {
+		if _, dup := s.validators[id]; dup {
 			return nil, fmt.Errorf("validator %s is configured twice", id)
 		}
 		j, err := OpenLocalJournal(cfg.StateDir, id)
@@ -53,8 +52,8 @@ func NewSigner(cfg Config, coord Coordinator, reg prometheus.Registerer, lg hclo
 		}
 		g := &validatorGate{id: id, key: k, journal: j, keeper: NewLeaseKeeper(coord, ko)}
 		s.list = append(s.list, g)
-		s.validators[strings.ToLower(id)] = g
-		s.validators[strings.ToLower(k.Address.Hex())] = g
+		s.validators[id] = g
+		s.validators[k.Address.Hex()] = g
 		lg.Info("validator configured", "validator", id, "address", k.Address.Hex(), "local_watermark", wmText(j.Watermark()))
 	}
 	if err := reg.Register(leaseCollector{signer: s}); err != nil {
@@ -98,7 +97,7 @@ func Run(ctx context.Context, cfg Config, lg hclog.Logger) error {
 		defer mln.Close()
 		lg.Info("metrics listening", "addr", mln.Addr().String())
 	}
-	coord, err := api.NewClient(cfg.Coordinator, api.ClientOptions{TokenFile: cfg.TokenFile, CAFile: cfg.CoordinatorCA})
+	coord, err := api.NewClient(cfg.Coordinator, api.ClientOptions{TokenFile: cfg.TokenFile, CAFile: cfg.CoordinatorCA, CertFile: cfg.ClientCert, KeyFile: cfg.ClientKey})
 	if err != nil {
 		return err
 	}
@@ -109,14 +108,19 @@ func Run(ctx context.Context, cfg Config, lg hclog.Logger) error {
 		return err
 	}
 	srv := &Server{signer: signer, lg: lg, gatherer: reg}
+	if host, _, err := net.SplitHostPort(cfg.Listen); err == nil {
+		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			srv.listenHost = host
+		}
+	}
 
 	kctx, stopKeepers := context.WithCancel(context.WithoutCancel(ctx))
 	keepersDone := make(chan struct{})
 	go func() { signer.Run(kctx); close(keepersDone) }()
-	servers := []*http.Server{{Handler: srv.SigningHandler(), ReadHeaderTimeout: 10 * time.Second}}
+	servers := []*http.Server{httpServer(srv.SigningHandler())}
 	lns := []net.Listener{ln}
 	if mln != nil {
-		servers = append(servers, &http.Server{Handler: srv.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second})
+		servers = append(servers, httpServer(srv.MetricsHandler()))
 		lns = append(lns, mln)
 	}
 	errc := make(chan error, len(servers))
@@ -142,4 +146,10 @@ func Run(ctx context.Context, cfg Config, lg hclog.Logger) error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	return nil
+}
+
+// httpServer serves h with timeouts: a slow or stuck client cannot hold a
+// connection (or the signing lock it waits for) for long.
+func httpServer(h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 }

@@ -3,7 +3,10 @@ package sidecar
 import (
 	"encoding/hex"
 	"fmt"
+	"mime"
+	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -20,6 +23,9 @@ type Server struct {
 	signer   *Signer
 	lg       hclog.Logger
 	gatherer prometheus.Gatherer
+	// listenHost is the signing listener's host when it is not a loopback
+	// address: requests addressed to it are accepted too.
+	listenHost string
 }
 
 // SignRequest is the native API's request (POST /v1/sign).
@@ -37,7 +43,8 @@ type SignResponse struct {
 	Epoch     uint64 `json:"epoch"`
 }
 
-// SigningHandler serves the signing APIs and health endpoints.
+// SigningHandler serves the signing APIs and health endpoints, only to
+// requests addressed to this host (localOnly).
 func (s *Server) SigningHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/sign", s.sign)
@@ -49,7 +56,39 @@ func (s *Server) SigningHandler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, fencing.Errorf(fencing.CodeNotFound, "no endpoint %s %s on the sidecar", r.Method, r.URL.Path))
 	})
-	return mux
+	return localOnly(mux, s.listenHost)
+}
+
+// localOnly refuses what a web page in a browser on this host could send:
+// a request addressed to another host name (DNS rebinding: evil.example
+// resolving to 127.0.0.1), one carrying an Origin (browsers set it on
+// cross-site requests; validator clients do not), and a POST whose body is
+// not declared as JSON (a browser sends text/plain or form data cross-site
+// without asking first).
+func localOnly(h http.Handler, listenHost string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if hh, _, err := net.SplitHostPort(host); err == nil {
+			host = hh
+		}
+		host = strings.Trim(host, "[]")
+		ip := net.ParseIP(host)
+		switch {
+		case !(host == "localhost" || (ip != nil && ip.IsLoopback()) || (listenHost != "" && host == listenHost)):
+			api.WriteError(w, fencing.Errorf(fencing.CodeForbidden, "request addressed to host %.80q: the signing API answers only requests to localhost or its listen address", r.Host))
+		case r.Header.Get("Origin") != "":
+			api.WriteError(w, fencing.Errorf(fencing.CodeForbidden, "request from a web page (Origin %.80q): the signing API is not for browsers", r.Header.Get("Origin")))
+		case r.Method == http.MethodPost && !isJSON(r.Header.Get("Content-Type")):
+			api.WriteError(w, fencing.Errorf(fencing.CodeBadRequest, "Content-Type %.80q: send application/json", r.Header.Get("Content-Type")))
+		default:
+			h.ServeHTTP(w, r)
+		}
+	})
+}
+
+func isJSON(contentType string) bool {
+	mt, _, err := mime.ParseMediaType(contentType)
+	return err == nil && mt == "application/json"
 }
 
 // MetricsHandler serves only health and metrics, for a listener that may be

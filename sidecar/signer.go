@@ -37,7 +37,7 @@ type Signer struct {
 	coord      Coordinator
 	batcher    *journalBatcher
 	sidecar    string
-	validators map[string]*validatorGate // by canonical ID and by lowercase address
+	validators map[string]*validatorGate // by canonical ID and by canonical (EIP-55) address
 	list       []*validatorGate
 	m          *signerMetrics
 }
@@ -66,8 +66,10 @@ func (s *Signer) Validators() []Validator {
 }
 
 func (s *Signer) gate(validator string) (*validatorGate, error) {
-	if g, ok := s.validators[strings.ToLower(validator)]; ok {
-		return g, nil
+	if id, err := fencing.CanonicalValidatorID(validator); err == nil {
+		if g, ok := s.validators[id]; ok {
+			return g, nil
+		}
 	}
 	ids := make([]string, 0, len(s.list))
 	for _, g := range s.list {

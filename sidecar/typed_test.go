@@ -428,6 +428,7 @@ func TestSurfacesRejectBadInput(t *testing.T) {
 	// other methods and paths beside Clef's POST /.
 	for _, tc := range []struct{ method, path string }{{"GET", "/"}, {"PUT", "/"}, {"POST", "/nope"}, {"GET", "/api/v1/eth1/sign/" + pub}} {
 		req, _ := http.NewRequest(tc.method, r.url+tc.path, nil)
+		req.Header.Set("Content-Type", "application/json")
 		res, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -435,6 +436,42 @@ func TestSurfacesRejectBadInput(t *testing.T) {
 		body, _ := io.ReadAll(res.Body)
 		res.Body.Close()
 		wantCode(t, tc.method+" "+tc.path, res.StatusCode, body, http.StatusNotFound, fencing.CodeNotFound)
+	}
+}
+
+// A web page in a browser on the validator's host cannot make the sidecar
+// sign: not through DNS rebinding (a foreign Host), not with a cross-site
+// request (an Origin, or a body not declared as JSON); nothing is signed.
+func TestSigningAPIRefusesBrowsers(t *testing.T) {
+	r := newSurfaceRig(t, rigOptions{})
+	body := `{"validator":"` + r.ids[0] + `","height":` + fmt.Sprint(r.height()) + `,"round":0,"step":"commit","digest":"0x` + strings.Repeat("11", 32) + `"}`
+	for _, tc := range []struct {
+		name   string
+		set    func(*http.Request)
+		status int
+		code   fencing.Code
+	}{
+		{"rebinding host", func(q *http.Request) { q.Host = "evil.example:7700" }, http.StatusForbidden, fencing.CodeForbidden},
+		{"cross-site origin", func(q *http.Request) { q.Header.Set("Origin", "https://evil.example") }, http.StatusForbidden, fencing.CodeForbidden},
+		{"text/plain body", func(q *http.Request) { q.Header.Set("Content-Type", "text/plain") }, http.StatusBadRequest, fencing.CodeBadRequest},
+		{"form body", func(q *http.Request) { q.Header.Set("Content-Type", "application/x-www-form-urlencoded") }, http.StatusBadRequest, fencing.CodeBadRequest},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q, _ := http.NewRequest("POST", r.url+"/v1/sign", strings.NewReader(body))
+			q.Header.Set("Content-Type", "application/json")
+			tc.set(q)
+			res, err := http.DefaultClient.Do(q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			wantCode(t, tc.name, res.StatusCode, b, tc.status, tc.code)
+		})
+	}
+	// The same request as a validator client sends it is signed.
+	if status, b := r.post(t, "/v1/sign", "application/json", []byte(body)); status != http.StatusOK {
+		t.Fatalf("POST /v1/sign from a client = %d %s", status, b)
 	}
 }
 

@@ -28,6 +28,11 @@ type ClientOptions struct {
 	TokenFile string
 	// CAFile verifies https coordinators; empty uses the system roots.
 	CAFile string
+	// CertFile and KeyFile, when set, are the client certificate presented
+	// to an https coordinator that verifies them (--client-ca): a sidecar's
+	// (CN its name, O=fencing:holder:<holder>) or an operator's
+	// (O=fencing:operators). The key file must not be readable by others.
+	CertFile, KeyFile string
 	// Timeout bounds each request that has no deadline of its own; default 10s.
 	Timeout time.Duration
 }
@@ -87,6 +92,7 @@ func NewClient(urls []string, o ClientOptions) (*Client, error) {
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 256
+	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	if o.CAFile != "" {
 		pem, err := os.ReadFile(o.CAFile)
 		if err != nil {
@@ -96,7 +102,20 @@ func NewClient(urls []string, o ClientOptions) (*Client, error) {
 		if !pool.AppendCertsFromPEM(pem) {
 			return nil, fmt.Errorf("coordinator CA file %s holds no PEM certificate", o.CAFile)
 		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		tr.TLSClientConfig.RootCAs = pool
+	}
+	if (o.CertFile == "") != (o.KeyFile == "") {
+		return nil, fmt.Errorf("a client certificate needs both its certificate and its key file")
+	}
+	if o.CertFile != "" {
+		if st, err := os.Stat(o.KeyFile); err == nil && st.Mode().Perm()&0o027 != 0 {
+			return nil, fmt.Errorf("client key file %s is open to others or writable by its group (mode %04o); chmod 600 it", o.KeyFile, st.Mode().Perm())
+		}
+		cert, err := tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("client certificate: %w", err)
+		}
+		tr.TLSClientConfig.Certificates = []tls.Certificate{cert}
 	}
 	return &Client{urls: clean, hc: &http.Client{Transport: tr}, opts: o}, nil
 }

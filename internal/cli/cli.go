@@ -51,6 +51,7 @@ Global flags (before or after the command; also FENCE_<NAME> in the environment)
   --coordinator URL[,URL]   coordinator API (default http://127.0.0.1:7600, or FENCE_COORDINATOR)
   --output table|json       output format (default table)
   --token-file F            bearer token to send; --ca-file F verifies an https coordinator
+  --client-cert F --client-key F   client certificate (an operator's: O=fencing:operators)
   --request-timeout D       bound on each API call (default 15s)
 
 Examples:
@@ -77,6 +78,8 @@ type env struct {
 	output  string
 	token   string
 	caFile  string
+	cert    string
+	key     string
 	timeout time.Duration
 }
 
@@ -85,6 +88,8 @@ func (e *env) globalFlags(fs *flag.FlagSet) {
 	fs.StringVar(&e.output, "output", "table", "table or json")
 	fs.StringVar(&e.token, "token-file", "", "file holding a bearer token to send")
 	fs.StringVar(&e.caFile, "ca-file", "", "CA bundle that signed an https coordinator's certificate")
+	fs.StringVar(&e.cert, "client-cert", "", "client certificate for a coordinator with --client-ca (an operator's has O=fencing:operators)")
+	fs.StringVar(&e.key, "client-key", "", "key of --client-cert")
 	fs.DurationVar(&e.timeout, "request-timeout", 15*time.Second, "bound on each API call")
 }
 
@@ -93,7 +98,7 @@ func (e *env) client() (*api.Client, error) {
 	if len(urls) == 0 {
 		urls = []string{"http://127.0.0.1:7600"}
 	}
-	return api.NewClient(urls, api.ClientOptions{TokenFile: e.token, CAFile: e.caFile, Timeout: e.timeout})
+	return api.NewClient(urls, api.ClientOptions{TokenFile: e.token, CAFile: e.caFile, CertFile: e.cert, KeyFile: e.key, Timeout: e.timeout})
 }
 
 // command is one subcommand: its flags, its usage and what it does with the

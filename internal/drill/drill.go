@@ -303,7 +303,7 @@ func (d *run) run(ctx context.Context) error {
 		return err
 	}
 	d.stops = append(d.stops, px.Close)
-	margin := min(2*time.Second, d.o.LeaseTTL/4)
+	margin := max(sidecar.MinSafetyMargin(d.o.LeaseTTL), min(2*time.Second, d.o.LeaseTTL/4))
 	for i, id := range d.ids {
 		for _, region := range []string{RegionA, RegionB} {
 			url := d.res.Coordinator

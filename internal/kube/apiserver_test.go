@@ -124,6 +124,41 @@ func TestAgainstAPIServer(t *testing.T) {
 		})
 	})
 
+	t.Run("OperatorRBAC", func(t *testing.T) {
+		ops := kube.NewOperatorAuthorizer(coordinator, "fencing", nil)
+		mustCreate(t, errOf(admin.CoreV1().ServiceAccounts("fencing").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "alice"}}, metav1.CreateOptions{})))
+		alice := kubetest.Token(ctx, t, admin, "fencing", "alice", "", false)
+
+		grantClusterRole(ctx, t, admin, "fencing-review-operators", "fencing", "fence-coordinator",
+			rbacv1.PolicyRule{APIGroups: []string{"authorization.k8s.io"}, Resources: []string{"subjectaccessreviews"}, Verbs: []string{"create"}})
+		// Until RBAC lets the coordinator ask, and then until a Role lets
+		// alice bump, she is refused; the refusal names the rule to add.
+		kubetest.Eventually(t, "coordinator may review operators", 20*time.Second, func() error {
+			_, err := ops.Authorize(ctx, alice, "bump", "validators", validator)
+			if fencing.CodeOf(err) == fencing.CodeForbidden && strings.Contains(err.Error(), "verbs [bump]") {
+				return nil
+			}
+			return fmt.Errorf("Authorize = %v, want forbidden naming the rule", err)
+		})
+		grantRole(ctx, t, admin, "fencing", "fencing-bumper", "alice",
+			rbacv1.PolicyRule{APIGroups: []string{kube.OperatorAPIGroup}, Resources: []string{"validators"}, Verbs: []string{"bump", "get", "list"}})
+		kubetest.Eventually(t, "alice may bump", 20*time.Second, func() error {
+			_, err := ops.Authorize(ctx, alice, "bump", "validators", validator)
+			return err
+		})
+		if p, err := ops.Authorize(ctx, alice, "bump", "validators", validator); err != nil || p != "system:serviceaccount:fencing:alice" {
+			t.Fatalf("Authorize(bump) = %q, %v; want alice's user name", p, err)
+		}
+		for _, tc := range []struct{ verb, resource string }{{"freeze", "validators"}, {"create", "audits"}, {"delete", "validators"}} {
+			if _, err := ops.Authorize(ctx, alice, tc.verb, tc.resource, validator); fencing.CodeOf(err) != fencing.CodeForbidden {
+				t.Errorf("Authorize(%s %s) = %v, want forbidden", tc.verb, tc.resource, err)
+			}
+		}
+		if _, err := ops.Authorize(ctx, alice[:len(alice)-4]+"AAAA", "bump", "validators", validator); fencing.CodeOf(err) != fencing.CodeUnauthorized {
+			t.Errorf("Authorize(forged token) = %v, want unauthorized", err)
+		}
+	})
+
 	t.Run("Events", func(t *testing.T) {
 		pod := kube.ObjectRef{APIVersion: "v1", Kind: "Pod", Name: "fence-coordinator-5d8f7-x2k9p", UID: "2d4c6a1e-0000-4000-8000-000000000001"}
 

@@ -18,11 +18,17 @@ Serves the sidecar API (leases, epoch watch, journal) and the operator API
 (validators, freeze, bump, history) that fencectl uses. Every flag can also be
 set as FENCE_<NAME> (e.g. FENCE_ETCD_ENDPOINTS); flags win.
 
+Off a loopback listener it serves only TLS and requires sidecar
+authentication (--auth-audience in Kubernetes, or --client-ca) and operator
+authentication (--operator-auth kubernetes, token or mtls).
+
 Examples:
-  fence-coordinator --embedded-etcd ./fence-data                 # development
+  fence-coordinator --embedded-etcd ./fence-data                 # development, loopback only
   fence-coordinator --listen 0.0.0.0:7600 --tls-cert c.pem --tls-key k.pem \
     --etcd-endpoints https://etcd-a:2379,https://etcd-b:2379,https://etcd-w:2379 \
-    --etcd-cacert ca.pem --etcd-cert client.pem --etcd-key client-key.pem
+    --etcd-cacert ca.pem --etcd-cert client.pem --etcd-key client-key.pem \
+    --auth-audience fencing-coordinator --auth-bindings-file bindings.yaml \
+    --operator-auth kubernetes --operator-namespace fencing
 
 Exit codes: 0 stopped by a signal, 1 failed while running, 2 bad configuration.
 

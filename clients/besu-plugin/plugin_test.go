@@ -13,6 +13,7 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/big"
@@ -161,6 +162,78 @@ func TestPluginRefusesToStart(t *testing.T) {
 	})
 }
 
+// BenchmarkPluginSign: one SecurityModule.sign through the plugin, the
+// sidecar (strict mode: a lease check through the coordinator in etcd) and
+// back, as Besu's consensus thread waits for it (plus the harness's pipe).
+func BenchmarkPluginSign(b *testing.B) {
+	r := newRig(b)
+	key, keyFile := r.newKey(b)
+	addr := crypto.PubkeyToAddress(key.PublicKey).Hex()
+	r.fencectl(b, "validator", "add", addr, "--holder", "region-a", "--operator", "test", "--reason", "besu plugin benchmark")
+	sc := r.startSidecar(b, "sidecar-a", "region-a", keyFile, "--bare-digest")
+	sc.waitReady(b)
+	h := r.startHarness(b, sc.url, keyFile)
+	for i := 0; b.Loop(); i++ {
+		if got := h.call(b, fmt.Sprintf("sign %064x", i+1)); !strings.HasPrefix(got, "signed ") {
+			b.Fatalf("sign = %q", got)
+		}
+	}
+}
+
+// FuzzPluginJSON: the plugin's JSON reader (Json.java, which reads the
+// sidecar's answers) never throws anything but IllegalArgumentException, and
+// accepts only what encoding/json also finds valid. Seeds in
+// testdata/fuzz/FuzzPluginJSON. One harness process serves every input.
+func FuzzPluginJSON(f *testing.F) {
+	if testing.Short() {
+		f.Skip("builds the plugin with javac; skipped with -short")
+	}
+	for _, seed := range []string{
+		`{"signature":"0x00","epoch":1}`, `["0xab","0xcd"]`, `{"code":"fenced","message":"no lease"}`,
+		`{"a":{"b":[1,-2,true,false,null,"\u00e9\n"]}}`, `{"a":1,"a":2}`, `[[[[[[[[[[1]]]]]]]]]]`, `{"epoch":1.5}`, `01`, `"\ud800"`,
+	} {
+		f.Add([]byte(seed))
+	}
+	java := buildPlugin(f)
+	cmd := exec.Command(java[0], append(append([]string{}, java[1:len(java)-2]...), "--json", java[len(java)-1])...)
+	stderr := &syncBuffer{}
+	cmd.Stderr = stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		f.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		f.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { in.Close(); _ = cmd.Wait() })
+	out := bufio.NewScanner(stdout)
+	out.Buffer(nil, 1<<20)
+	var mu sync.Mutex // one harness, one question at a time
+	f.Fuzz(func(t *testing.T, data []byte) {
+		mu.Lock()
+		defer mu.Unlock()
+		if _, err := io.WriteString(in, hex.EncodeToString(data)+"\n"); err != nil || !out.Scan() {
+			t.Fatalf("the JSON harness died on %q: %v\n%s", data, err, stderr.String())
+		}
+		got := out.Text()
+		switch {
+		case got == "json-ok":
+			// Java reads the bytes as UTF-8 (bad sequences become U+FFFD).
+			if valid := strings.ToValidUTF8(string(data), "\uFFFD"); !json.Valid([]byte(valid)) {
+				t.Fatalf("Json.parse(%q) accepted what encoding/json finds invalid", data)
+			}
+		case strings.HasPrefix(got, "json-refused "):
+		default:
+			t.Fatalf("Json.parse(%q) = %s, want json-ok or an IllegalArgumentException", data, got)
+		}
+	})
+}
+
 // rig holds the built binaries, the plugin build and a running coordinator.
 type rig struct {
 	dir, bin, coordURL string
@@ -168,19 +241,27 @@ type rig struct {
 }
 
 var (
-	buildOnce sync.Once
-	binDir    string
-	javaCmd   []string
-	buildErr  error
+	binOnce, javaOnce sync.Once
+	binDir            string
+	binErr, javaErr   error
+	javaCmd           []string
 )
 
-// build builds fence-coordinator, fencectl and fence-sidecar, and the plugin
-// with build.sh, once per test binary.
-func build(t *testing.T) (string, []string) {
+// TestMain removes the binaries built for this run.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// buildBinaries builds fence-coordinator, fencectl and fence-sidecar once
+// per test binary.
+func buildBinaries(t testing.TB) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "fence-besu-plugin-bin-")
-		if buildErr != nil {
+	binOnce.Do(func() {
+		if binDir, binErr = os.MkdirTemp("", "fence-besu-plugin-bin-"); binErr != nil {
 			return
 		}
 		goBin := filepath.Join(os.Getenv("GOROOT"), "bin", "go") // the go command sets GOROOT for tests
@@ -191,37 +272,49 @@ func build(t *testing.T) (string, []string) {
 			"./coordinator/cmd/fence-coordinator", "./coordinator/cmd/fencectl", "./sidecar/cmd/fence-sidecar")
 		cmd.Dir = "../.."
 		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-			return
+			binErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binDir
+}
+
+// buildPlugin builds the plugin and the harness with build.sh (which
+// installs Debian's JDK if missing) once per test binary, and returns the
+// command line that starts the harness on the plugin's jar:
+// java -cp CLASSPATH Harness --plugin-jar JAR.
+func buildPlugin(t testing.TB) []string {
+	t.Helper()
+	javaOnce.Do(func() {
 		var stderr bytes.Buffer
-		cmd = exec.Command("bash", "build.sh")
+		cmd := exec.Command("bash", "build.sh")
 		cmd.Stderr = &stderr
 		out, err := cmd.Output()
 		if err != nil {
-			buildErr = fmt.Errorf("build.sh: %v\n%s", err, stderr.String())
+			javaErr = fmt.Errorf("build.sh: %v\n%s", err, stderr.String())
 			return
 		}
 		dir := strings.TrimSpace(string(out))
 		cp, err := os.ReadFile(filepath.Join(dir, "classpath"))
 		if err != nil {
-			buildErr = err
+			javaErr = err
 			return
 		}
 		javaCmd = []string{"java", "-cp", strings.TrimSpace(string(cp)), "io.github.validatorfencing.besu.harness.Harness",
 			"--plugin-jar", filepath.Join(dir, "fence-besu-plugin.jar")}
 	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	if javaErr != nil {
+		t.Fatal(javaErr)
 	}
-	return binDir, javaCmd
+	return javaCmd
 }
 
-func newRig(t *testing.T) *rig {
+func newRig(t testing.TB) *rig {
 	t.Helper()
-	bin, java := build(t)
-	r := &rig{dir: t.TempDir(), bin: bin, java: java}
-	c := r.start(t, "coordinator", filepath.Join(bin, "fence-coordinator"),
+	r := &rig{dir: t.TempDir(), bin: buildBinaries(t), java: buildPlugin(t)}
+	c := r.start(t, "coordinator", filepath.Join(r.bin, "fence-coordinator"),
 		"--embedded-etcd", filepath.Join(r.dir, "etcd"), "--listen", "127.0.0.1:0", "--reconcile-interval", "100ms")
 	r.coordURL = c.url
 	c.waitReady(t)
@@ -230,7 +323,7 @@ func newRig(t *testing.T) *rig {
 
 // newKey writes a new key in Besu's key file format (0x and 64 hex digits),
 // which fence-sidecar also reads.
-func (r *rig) newKey(t *testing.T) (*ecdsa.PrivateKey, string) {
+func (r *rig) newKey(t testing.TB) (*ecdsa.PrivateKey, string) {
 	t.Helper()
 	k, err := crypto.GenerateKey()
 	if err != nil {
@@ -247,7 +340,7 @@ func (r *rig) newKey(t *testing.T) (*ecdsa.PrivateKey, string) {
 	return k, f.Name()
 }
 
-func (r *rig) fencectl(t *testing.T, args ...string) {
+func (r *rig) fencectl(t testing.TB, args ...string) {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(r.bin, "fencectl"), append([]string{"--coordinator", r.coordURL}, args...)...)
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -255,7 +348,7 @@ func (r *rig) fencectl(t *testing.T, args ...string) {
 	}
 }
 
-func (r *rig) startSidecar(t *testing.T, name, holder, keyFile string, extra ...string) *proc {
+func (r *rig) startSidecar(t testing.TB, name, holder, keyFile string, extra ...string) *proc {
 	t.Helper()
 	args := append([]string{"--coordinator", r.coordURL, "--holder", holder, "--name", name, "--key", keyFile,
 		"--state-dir", filepath.Join(r.dir, name), "--listen", "127.0.0.1:0", "--lease-ttl", "3s", "--safety-margin", "1s"}, extra...)
@@ -272,7 +365,7 @@ type proc struct {
 
 var listenRE = regexp.MustCompile(`listening: addr=([0-9.]+:[0-9]+)`)
 
-func (r *rig) start(t *testing.T, name, binary string, args ...string) *proc {
+func (r *rig) start(t testing.TB, name, binary string, args ...string) *proc {
 	t.Helper()
 	p := &proc{name: name, log: &syncBuffer{}, exited: make(chan struct{})}
 	p.cmd = exec.Command(binary, args...)
@@ -293,7 +386,7 @@ func (r *rig) start(t *testing.T, name, binary string, args ...string) *proc {
 
 // waitReady waits until /readyz answers 200 (a coordinator that reaches
 // etcd, a sidecar that holds its lease).
-func (p *proc) waitReady(t *testing.T) {
+func (p *proc) waitReady(t testing.TB) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -315,7 +408,7 @@ func (p *proc) waitReady(t *testing.T) {
 	}
 }
 
-func (p *proc) stop(t *testing.T) {
+func (p *proc) stop(t testing.TB) {
 	t.Helper()
 	select {
 	case <-p.exited:
@@ -341,7 +434,7 @@ type harness struct {
 
 // runHarness starts the harness with plugin options and returns its first
 // line (ready or startup-refused) and the process.
-func (r *rig) runHarness(t *testing.T, args ...string) (string, *harness) {
+func (r *rig) runHarness(t testing.TB, args ...string) (string, *harness) {
 	t.Helper()
 	cmd := exec.Command(r.java[0], append(append([]string{}, r.java[1:]...), args...)...)
 	h := &harness{stderr: &syncBuffer{}}
@@ -374,7 +467,7 @@ func (r *rig) runHarness(t *testing.T, args ...string) (string, *harness) {
 	return h.out.Text(), h
 }
 
-func (r *rig) startHarness(t *testing.T, sidecarURL, keyFile string) *harness {
+func (r *rig) startHarness(t testing.TB, sidecarURL, keyFile string) *harness {
 	t.Helper()
 	line, h := r.runHarness(t, "--plugin-fence-sidecar-url="+sidecarURL, "--plugin-fence-key-file="+keyFile)
 	pub, ok := strings.CutPrefix(line, "ready ")
@@ -386,7 +479,7 @@ func (r *rig) startHarness(t *testing.T, sidecarURL, keyFile string) *harness {
 }
 
 // call sends one command line and returns the answer line.
-func (h *harness) call(t *testing.T, line string) string {
+func (h *harness) call(t testing.TB, line string) string {
 	t.Helper()
 	if _, err := io.WriteString(h.in, line+"\n"); err != nil {
 		t.Fatalf("harness: %v\n%s", err, h.stderr.String())
@@ -400,7 +493,7 @@ func (h *harness) call(t *testing.T, line string) string {
 // wantSigned signs digest through the plugin and checks what Besu's NodeKey
 // would: some recovery id in 0..3 recovers R, S to the node's public key
 // (AbstractSECP256.normaliseSignature), and S is already in the lower half.
-func (h *harness) wantSigned(t *testing.T, digest []byte, key *ecdsa.PrivateKey) {
+func (h *harness) wantSigned(t testing.TB, digest []byte, key *ecdsa.PrivateKey) {
 	t.Helper()
 	got := h.call(t, "sign "+hex.EncodeToString(digest))
 	f := strings.Fields(got)
@@ -426,7 +519,7 @@ func (h *harness) wantSigned(t *testing.T, digest []byte, key *ecdsa.PrivateKey)
 
 // wantRefused checks that signing digest is refused with a
 // SecurityModuleException that names one of codes.
-func (h *harness) wantRefused(t *testing.T, digest []byte, codes ...string) {
+func (h *harness) wantRefused(t testing.TB, digest []byte, codes ...string) {
 	t.Helper()
 	got := h.call(t, "sign "+hex.EncodeToString(digest))
 	if !strings.HasPrefix(got, "refused ") {
@@ -442,7 +535,7 @@ func (h *harness) wantRefused(t *testing.T, digest []byte, codes ...string) {
 }
 
 // waitLog waits until the harness's log (the plugin's slf4j lines) has s.
-func (h *harness) waitLog(t *testing.T, s string) {
+func (h *harness) waitLog(t testing.TB, s string) {
 	t.Helper()
 	if h.stderr.waitMatch(regexp.MustCompile(regexp.QuoteMeta(s)), nil, 10*time.Second) == nil {
 		t.Fatalf("the plugin did not log %q within 10s:\n%s", s, h.stderr.String())

@@ -55,12 +55,20 @@ import picocli.CommandLine.Model.OptionSpec;
  *
  * Any exception other than SecurityModuleException from the module answers {@code crash ...}:
  * Besu's rounds catch only SecurityModuleException.
+ *
+ * <p>{@code Harness --json JAR} instead reads hex lines and answers {@code json-ok}, {@code
+ * json-refused MESSAGE} or {@code crash ...} for the plugin's JSON reader (Json.parse) on those
+ * bytes as UTF-8: the fuzz target's view of the parser that reads the sidecar's answers.
  */
 public final class Harness {
   private Harness() {}
 
   public static void main(final String[] args) throws Exception {
     final PrintStream out = new PrintStream(System.out, true, StandardCharsets.UTF_8);
+    if (args.length == 2 && args[0].equals("--json")) {
+      json(args[1], out);
+      return;
+    }
     if (args.length < 2 || !args[0].equals("--plugin-jar")) {
       System.err.println("usage: Harness --plugin-jar JAR [plugin options...]");
       System.exit(2);
@@ -125,6 +133,29 @@ public final class Harness {
       }
     }
     plugin.stop();
+  }
+
+  /** Answers each hex line with what Json.parse (package-private in the plugin) makes of it. */
+  private static void json(final String jar, final PrintStream out) throws Exception {
+    final URLClassLoader loader =
+        new URLClassLoader(new URL[] {Path.of(jar).toUri().toURL()}, Harness.class.getClassLoader());
+    final java.lang.reflect.Method parse =
+        loader.loadClass("io.github.validatorfencing.besu.Json").getDeclaredMethod("parse", String.class);
+    parse.setAccessible(true);
+    final BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+    for (String line; (line = in.readLine()) != null; ) {
+      final String text = new String(java.util.HexFormat.of().parseHex(line.trim()), StandardCharsets.UTF_8);
+      try {
+        parse.invoke(null, text);
+        out.println("json-ok");
+      } catch (final java.lang.reflect.InvocationTargetException e) {
+        if (e.getCause() instanceof IllegalArgumentException) {
+          out.println("json-refused " + oneLine(e.getCause().getMessage()));
+        } else {
+          out.println("crash " + oneLine(String.valueOf(e.getCause())));
+        }
+      }
+    }
   }
 
   /** Besu's services as far as the plugin uses them. */

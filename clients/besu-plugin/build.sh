@@ -20,6 +20,7 @@ export GOTOOLCHAIN=go1.27.3
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${FENCE_BESU_PLUGIN_CACHE:-"$(go env GOCACHE)/../fencing-besu-plugin"}
 mkdir -p "${cache}"
+cache=$(cd "${cache}" && pwd -P)
 exec 9>"${cache}/.lock"
 flock 9
 
@@ -34,8 +35,10 @@ if [[ ${missing} == 1 ]]; then
 		exit 1
 	fi
 	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq >&2
-	apt-get install -y -qq --no-install-recommends openjdk-17-jdk-headless libbcprov-java libpicocli-java libslf4j-java >&2
+	# Wait for another apt run (another build on this machine) instead of failing.
+	apt-get -o DPkg::Lock::Timeout=300 update -qq >&2
+	apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends \
+		openjdk-17-jdk-headless libbcprov-java libpicocli-java libslf4j-java >&2
 fi
 if ! javac -version 2>&1 | grep -Eq '^javac (1[7-9]|[2-9][0-9])'; then
 	echo "build.sh: javac 17 or newer is needed, found: $(javac -version 2>&1)" >&2

@@ -61,6 +61,8 @@ public final class FenceOptions {
       if (!"http".equals(uri.getScheme()) && !"https".equals(uri.getScheme())
           || uri.getHost() == null
           || uri.getPort() < 0
+          || uri.getUserInfo() != null
+          || uri.getFragment() != null
           || !(uri.getPath() == null || uri.getPath().isEmpty() || uri.getPath().equals("/"))
           || uri.getQuery() != null) {
         problems.add(

@@ -46,6 +46,7 @@ type Config struct {
 	LeaseTTL      time.Duration
 	RenewInterval time.Duration
 	SafetyMargin  time.Duration
+	BareDigest    bool
 	LogJSON       bool
 	LogLevel      string
 }
@@ -71,6 +72,7 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.LeaseTTL, "lease-ttl", 15*time.Second, "lease TTL in whole seconds; a partitioned region stops signing within it")
 	fs.DurationVar(&c.RenewInterval, "renew-interval", 0, "how often to renew (default: a third of --lease-ttl)")
 	fs.DurationVar(&c.SafetyMargin, "safety-margin", 2*time.Second, "the local deadline is renewal send time + TTL - margin; covers clock rate drift")
+	fs.BoolVar(&c.BareDigest, "bare-digest", false, "serve POST /v1/sign/digest: any 32-byte digest under the epoch fence alone, no HRS or watermark (for the Besu plugin, docs/besu-plugin.md)")
 	fs.BoolVar(&c.LogJSON, "log-json", false, "log JSON lines")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "trace, debug, info, warn or error")
 }

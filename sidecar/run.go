@@ -88,7 +88,7 @@ func Run(ctx context.Context, cfg Config, lg hclog.Logger) error {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
 	defer ln.Close()
-	lg.Info("listening", "addr", ln.Addr().String(), "url", "http://"+ln.Addr().String(), "mode", cfg.Mode, "holder", cfg.Holder, "name", cfg.Name)
+	lg.Info("listening", "addr", ln.Addr().String(), "url", "http://"+ln.Addr().String(), "mode", cfg.Mode, "holder", cfg.Holder, "name", cfg.Name, "bare_digest", cfg.BareDigest)
 	var mln net.Listener
 	if cfg.MetricsListen != "" {
 		if mln, err = net.Listen("tcp", cfg.MetricsListen); err != nil {
@@ -107,7 +107,7 @@ func Run(ctx context.Context, cfg Config, lg hclog.Logger) error {
 	if err != nil {
 		return err
 	}
-	srv := &Server{signer: signer, lg: lg, gatherer: reg}
+	srv := &Server{signer: signer, lg: lg, gatherer: reg, bareDigest: cfg.BareDigest}
 	if host, _, err := net.SplitHostPort(cfg.Listen); err == nil {
 		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
 			srv.listenHost = host

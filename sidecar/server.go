@@ -26,6 +26,8 @@ type Server struct {
 	// listenHost is the signing listener's host when it is not a loopback
 	// address: requests addressed to it are accepted too.
 	listenHost string
+	// bareDigest serves POST /v1/sign/digest (Config.BareDigest).
+	bareDigest bool
 }
 
 // SignRequest is the native API's request (POST /v1/sign).
@@ -34,6 +36,13 @@ type SignRequest struct {
 	Height    uint64         `json:"height"`
 	Round     uint64         `json:"round"`
 	Step      fencing.Step   `json:"step"`
+	Digest    fencing.Digest `json:"digest"`
+}
+
+// DigestSignRequest is the body of POST /v1/sign/digest: a bare 32-byte
+// digest that carries no HRS (the Besu plugin's SecurityModule.sign).
+type DigestSignRequest struct {
+	Validator string         `json:"validator"`
 	Digest    fencing.Digest `json:"digest"`
 }
 
@@ -48,6 +57,7 @@ type SignResponse struct {
 func (s *Server) SigningHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/sign", s.sign)
+	mux.HandleFunc("POST /v1/sign/digest", s.signDigest)
 	s.typedRoutes(mux)
 	s.web3signerRoutes(mux)
 	s.clefRoutes(mux) // POST / only; the catch-all below answers everything else
@@ -156,6 +166,33 @@ func (s *Server) sign(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	api.WriteJSON(w, http.StatusOK, SignResponse{Signature: "0x" + hex.EncodeToString(res.Signature), Epoch: res.Epoch})
+}
+
+// signDigest signs a bare digest under the epoch fence alone
+// (Signer.SignDigest): no HRS, so no watermark and no journal entry. It lets
+// a localhost client sign any digest, including a seal's that /v1/sign and
+// the typed helpers would send through the watermark, so it answers only
+// when the sidecar was started with --bare-digest.
+func (s *Server) signDigest(w http.ResponseWriter, r *http.Request) {
+	if !s.bareDigest {
+		api.WriteError(w, fencing.Errorf(fencing.CodeForbidden, "bare digest signing is off on this sidecar; start fence-sidecar with --bare-digest to serve the Besu plugin (docs/besu-plugin.md)"))
+		return
+	}
+	var req DigestSignRequest
+	if err := api.DecodeJSON(w, r, &req); err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	if req.Digest == (fencing.Digest{}) {
+		api.WriteError(w, fencing.Errorf(fencing.CodeBadRequest, `request body needs "digest": the 32-byte hash to sign as 0x-hex, not zero`))
+		return
+	}
+	res, err := s.signer.SignDigest(r.Context(), req.Validator, req.Digest)
+	if err != nil {
+		s.refuse(w, r, err)
+		return
+	}
+	api.WriteJSON(w, http.StatusOK, signResponse(res))
 }
 
 // refuse answers a refused signature with its code word (412 for fencing

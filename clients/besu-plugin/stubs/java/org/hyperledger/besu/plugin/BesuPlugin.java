@@ -1,0 +1,18 @@
+// Compile-only stub: the signature of Besu 26.2.0 plugin-api
+// (hyperledger/besu tag 26.2.0, commit e5e9ae21fb0655be1770cb69f68961a68f27d254),
+// reduced to what the fence plugin and its harness use. Never shipped: Besu
+// provides the real type at run time.
+// plugin-api/src/main/java/org/hyperledger/besu/plugin/BesuPlugin.java
+package org.hyperledger.besu.plugin;
+
+public interface BesuPlugin {
+  default String getName() {
+    return this.getClass().getName();
+  }
+
+  void register(ServiceManager context);
+
+  void start();
+
+  void stop();
+}

@@ -260,7 +260,7 @@ func TestTemplate(t *testing.T) {
 			"Pod", "PodDisruptionBudget", "PodMonitor", "PrometheusRule", "Role", "RoleBinding", "RoleBinding", "RoleBinding", "RoleBinding",
 			"Secret", "Service", "ServiceAccount", "ServiceAccount", "ServiceMonitor",
 		}},
-		{renderRegionA, slices.Concat(coordinatorKinds, []string{"ConfigMap", "PodMonitor", "PrometheusRule", "RoleBinding", "RoleBinding", "ServiceMonitor"})},
+		{renderRegionA, slices.Concat(coordinatorKinds, []string{"PodMonitor", "PrometheusRule", "RoleBinding", "RoleBinding", "ServiceMonitor"})},
 		{renderBesuA, []string{"Service", "ServiceAccount", "StatefulSet"}},
 		{renderBesuB, []string{"Service", "ServiceAccount", "StatefulSet"}},
 	}

@@ -284,6 +284,53 @@ func TestTemplate(t *testing.T) {
 	}
 }
 
+// Release names, namespaces and subjects such as "off", "on", "yes" and "no"
+// are valid Kubernetes names but YAML 1.1 booleans: the chart quotes them,
+// so they stay strings (helm install refused release "off" before).
+func TestYAMLBooleanNames(t *testing.T) {
+	r := render{name: "boolean names", chart: fencingChart, release: "off", namespace: "on", set: []string{
+		"etcd.endpoints={https://etcd:2379}", "etcd.tls.enabled=false",
+		"auth.bindings[0].namespace=yes", "auth.bindings[0].serviceAccount=no", "auth.bindings[0].holder=n",
+		"operatorAuth.operators[0].kind=User", "operatorAuth.operators[0].name=y",
+	}}
+	out, err := helm(t, r.args("template")...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := utilyaml.NewYAMLReader(bufio.NewReader(strings.NewReader(out)))
+	for {
+		doc, err := dec.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Strict typing: a label or namespace that YAML read as a bool does
+		// not decode into these strings.
+		var o struct {
+			Kind     string `json:"kind"`
+			Metadata struct {
+				Namespace string            `json:"namespace"`
+				Labels    map[string]string `json:"labels"`
+			} `json:"metadata"`
+			Subjects []struct {
+				Name      string `json:"name"`
+				Namespace string `json:"namespace"`
+			} `json:"subjects"`
+		}
+		// As helm's and kubectl's decoders do: YAML to JSON without a
+		// target type, then JSON into the typed fields.
+		j, err := yaml.YAMLToJSON(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(j, &o); err != nil {
+			t.Errorf("%v in:\n%.300s", err, doc)
+		}
+	}
+}
+
 // The coordinator's own RBAC is exactly: create tokenreviews and
 // subjectaccessreviews (cluster-scoped), create events.events.k8s.io (in its
 // namespace). The operator and viewer ClusterRoles grant the verbs the

@@ -29,8 +29,8 @@ templates are also rendered from other charts, where .Chart is theirs.
 {{- end }}
 
 {{- define "fencing.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "fencing.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/name: {{ include "fencing.name" . | quote }}
+app.kubernetes.io/instance: {{ .Release.Name | quote }}
 app.kubernetes.io/component: coordinator
 {{- end }}
 
@@ -48,8 +48,8 @@ app.kubernetes.io/part-of: fencing
 
 {{/* The helm test Pod's labels: component test, so Services never select it. */}}
 {{- define "fencing.testSelectorLabels" -}}
-app.kubernetes.io/name: {{ include "fencing.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/name: {{ include "fencing.name" . | quote }}
+app.kubernetes.io/instance: {{ .Release.Name | quote }}
 app.kubernetes.io/component: test
 {{- end }}
 

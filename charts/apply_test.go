@@ -3,6 +3,7 @@ package charts
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -32,12 +33,15 @@ import (
 )
 
 // TestAppliesToAPIServer applies the rendered charts to a real
-// kube-apiserver with server-side apply and strict field validation (first as
-// a dry run, then for real), and then uses what was applied the way the
-// coordinator and fencectl will: the chart's ServiceAccount and RBAC review a
-// sidecar's projected token (audience and bindings taken from the rendered
-// Deployment and StatefulSet) and record an Event, and the two regions' Besu
-// StatefulSets are scaled as by fencectl bump --scale.
+// kube-apiserver with server-side apply and strict field validation (each
+// object first as a dry run, then for real), and then uses what was applied
+// the way the coordinator and fencectl will: the chart's ServiceAccount and
+// RBAC review a sidecar's projected token (audience and bindings taken from
+// the rendered Deployment and StatefulSet) and record an Event, the operator
+// and viewer ClusterRoles answer the SubjectAccessReviews the coordinator
+// asks, and the two regions' Besu StatefulSets are scaled as by fencectl bump
+// --scale. Finally helm itself installs and upgrades the chart, to show that
+// the generated CA and certificate are kept across upgrades.
 //
 // One API server stands in for the two clusters: region A's validators live
 // in namespace validators, region B's in validators-b.
@@ -47,27 +51,30 @@ func TestAppliesToAPIServer(t *testing.T) {
 	}
 	renderBesuBOther := renderBesuB
 	renderBesuBOther.namespace = "validators-b"
-	renders := []render{renderRegionA, renderAll, renderBesuA, renderBesuBOther}
+	renderMinimalOther := renderMinimal
+	renderMinimalOther.release, renderMinimalOther.namespace = "minimal", "fencing-min"
+	renders := []render{renderMinimalOther, renderRegionA, renderAll, renderBesuA, renderBesuBOther}
 	manifests := map[string][]object{}
 	for _, r := range renders {
 		manifests[r.name] = renderObjects(t, r) // before the API server: fails fast on helm errors
 	}
 
 	s := kubetest.Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	a := newApplier(t, s.Config)
-	for _, ns := range []string{"fencing", "fencing-all", "validators", "validators-b"} {
+	for _, ns := range []string{"fencing", "fencing-all", "fencing-min", "fencing-helm", "validators", "validators-b", "monitoring"} {
 		if _, err := s.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	a.installMonitoringCRDs(ctx, t)
+	a.installCRDs(ctx, t, "monitoring.coreos.com", monitoringCRDs())
+	a.installCRDs(ctx, t, "cert-manager.io", certManagerCRDs())
 
 	for _, r := range renders {
 		t.Run("apply "+r.name, func(t *testing.T) {
-			for _, dryRun := range []bool{true, false} {
-				for _, o := range manifests[r.name] {
+			for _, o := range manifests[r.name] {
+				for _, dryRun := range []bool{true, false} {
 					if err := a.apply(ctx, o, dryRun); err != nil {
 						t.Errorf("apply (dry run %v) %v from %s: %v", dryRun, o, o.source, err)
 					}
@@ -120,7 +127,8 @@ func TestAppliesToAPIServer(t *testing.T) {
 			{authzv1.ResourceAttributes{Namespace: "fencing", Resource: "pods", Verb: "list"}, false},
 			{authzv1.ResourceAttributes{Namespace: "fencing", Resource: "serviceaccounts", Subresource: "token", Verb: "create"}, false},
 			{authzv1.ResourceAttributes{Namespace: "validators", Group: "apps", Resource: "statefulsets", Subresource: "scale", Verb: "update"}, false},
-			{authzv1.ResourceAttributes{Group: "authorization.k8s.io", Resource: "subjectaccessreviews", Verb: "create"}, false},
+			{authzv1.ResourceAttributes{Group: "authorization.k8s.io", Resource: "subjectaccessreviews", Verb: "create"}, true},
+			{authzv1.ResourceAttributes{Namespace: "fencing", Group: "fencing.validator-fencing.io", Resource: "validators", Verb: "bump"}, false},
 		}
 		for _, tt := range tests {
 			name := fmt.Sprintf("%s %s/%s/%s in %q", tt.attr.Verb, tt.attr.Group, tt.attr.Resource, tt.attr.Subresource, tt.attr.Namespace)
@@ -134,6 +142,75 @@ func TestAppliesToAPIServer(t *testing.T) {
 				}
 				if sar.Status.Allowed != tt.want {
 					t.Errorf("%s may %s: allowed = %v, want %v (%s)", coordinatorSA, name, sar.Status.Allowed, tt.want, sar.Status.Reason)
+				}
+			})
+		}
+	})
+
+	// The SubjectAccessReviews the coordinator asks for operators (in its
+	// namespace, --operator-namespace) against the chart's ClusterRoles, as
+	// bound by operatorAuth.operators/viewers and the test ServiceAccount's
+	// RoleBinding in the all-features release.
+	t.Run("operator and viewer roles", func(t *testing.T) {
+		type who struct {
+			user   string
+			groups []string
+		}
+		alice := who{"alice", []string{"system:authenticated"}}
+		sre := who{"bob", []string{"sre", "system:authenticated"}}
+		runner := who{"system:serviceaccount:ops:drill-runner", []string{"system:serviceaccounts", "system:serviceaccounts:ops", "system:authenticated"}}
+		test := who{"system:serviceaccount:fencing-all:fencing-all-test", []string{"system:serviceaccounts", "system:serviceaccounts:fencing-all", "system:authenticated"}}
+		stranger := who{"mallory", []string{"system:authenticated"}}
+		const ns = "fencing-all"
+		tests := []struct {
+			who            who
+			resource, verb string
+			namespace      string
+			want           bool
+		}{
+			{alice, "validators", "bump", ns, true},
+			{alice, "validators", "freeze", ns, true},
+			{alice, "validators", "unfreeze", ns, true},
+			{alice, "validators", "abandon", ns, true},
+			{alice, "validators", "create", ns, true},
+			{alice, "validators", "delete", ns, true},
+			{alice, "audits", "create", ns, true},
+			{alice, "events", "list", ns, true},
+			{alice, "validators", "bump", "fencing", false}, // another coordinator's namespace
+			{runner, "validators", "freeze", ns, true},
+			{sre, "validators", "get", ns, true},
+			{sre, "validators", "list", ns, true},
+			{sre, "events", "list", ns, true},
+			{sre, "validators", "freeze", ns, false},
+			{sre, "validators", "bump", ns, false},
+			{sre, "validators", "create", ns, false},
+			{sre, "audits", "create", ns, false},
+			{test, "validators", "list", ns, true},
+			{test, "validators", "bump", ns, false},
+			{stranger, "validators", "get", ns, false},
+		}
+		for _, tt := range tests {
+			name := fmt.Sprintf("%s %s %s in %s", tt.who.user, tt.verb, tt.resource, tt.namespace)
+			t.Run(name, func(t *testing.T) {
+				attr := authzv1.ResourceAttributes{Namespace: tt.namespace, Group: "fencing.validator-fencing.io", Resource: tt.resource, Verb: tt.verb}
+				var sar *authzv1.SubjectAccessReview
+				// RBAC reaches the authorizer's cache asynchronously: wait
+				// for the allowed answers; the refusals are checked after.
+				kubetest.Eventually(t, "SubjectAccessReview", 20*time.Second, func() error {
+					var err error
+					sar, err = s.Client.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{
+						User: tt.who.user, Groups: tt.who.groups, ResourceAttributes: &attr,
+					}}, metav1.CreateOptions{})
+					if err != nil {
+						return err
+					}
+					if tt.want && !sar.Status.Allowed {
+						return fmt.Errorf("not allowed yet: %s", sar.Status.Reason)
+					}
+					return nil
+				})
+				if sar.Status.Allowed != tt.want {
+					t.Errorf("%s: allowed = %v, want %v (%s)", name, sar.Status.Allowed, tt.want, sar.Status.Reason)
 				}
 			})
 		}
@@ -280,6 +357,130 @@ func TestAppliesToAPIServer(t *testing.T) {
 			t.Fatalf("val-1 after bump --scale = %+v, %v; want epoch 2 on region-b", st.Epoch, err)
 		}
 	})
+
+	t.Run("helm install and upgrade keep the generated certificates", func(t *testing.T) {
+		helmKeepsGeneratedCertificates(ctx, t, s, a)
+	})
+}
+
+// helmKeepsGeneratedCertificates installs the chart with helm on the real
+// API server and upgrades it: the CA and serving certificate the chart
+// generated at install are looked up and kept; a new DNS name re-issues the
+// serving certificate from the same CA and restarts the coordinator. helm
+// template cannot look anything up and prints a new CA every time. With
+// cert-manager's API served, certificate=auto issues a Certificate.
+func helmKeepsGeneratedCertificates(ctx context.Context, t *testing.T, s *kubetest.APIServer, a *applier) {
+	kc := s.Kubeconfig(t, "", "test")
+	const ns = "fencing-helm"
+	values := writeValues(t, map[string]any{
+		"etcd": map[string]any{"endpoints": []string{"https://etcd-a:2379"}, "tls": map[string]any{"secretName": "etcd-client"}},
+		"auth": map[string]any{"bindings": []any{map[string]any{"namespace": ns, "serviceAccount": "validator-1", "holder": "region-a", "validators": []string{"val-1"}}}},
+	})
+	release := func(verb, name string, set ...string) string {
+		t.Helper()
+		args := []string{verb, name, fencingChart, "--kubeconfig", kc, "--namespace", ns, "-f", values,
+			"--set", "coordinator.tls.caBundle.configMapName=" + name + "-ca"}
+		for _, v := range set {
+			if strings.HasPrefix(v, "--") {
+				args = append(args, v) // a flag, e.g. --dry-run=server
+			} else {
+				args = append(args, "--set", v)
+			}
+		}
+		out, err := helm(t, args...)
+		if err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+		return out
+	}
+	secret := func(name, key string) []byte {
+		t.Helper()
+		sec, err := s.Client.CoreV1().Secrets(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sec.Data[key]
+	}
+	annotation := func() string {
+		t.Helper()
+		d, err := s.Client.AppsV1().Deployments(ns).Get(ctx, "keep-fencing", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d.Spec.Template.Annotations["checksum/tls-dns-names"]
+	}
+
+	notes := release("install", "keep", "coordinator.tls.certificate=generated")
+	for _, want := range []string{
+		"serving certificate: generated (Secret keep-fencing-tls)",
+		"The CA was generated by this chart and is kept across upgrades (Secret keep-fencing-ca)",
+		"fencectl --coordinator https://localhost:7600 --ca-file fencing-ca.crt --token-file fencing-token status",
+		"helm test keep -n fencing-helm",
+	} {
+		if !strings.Contains(notes, want) {
+			t.Errorf("helm install NOTES lack %q:\n%s", want, notes)
+		}
+	}
+	ca, caKey, leaf, sum := secret("keep-fencing-ca", "tls.crt"), secret("keep-fencing-ca", "tls.key"), secret("keep-fencing-tls", "tls.crt"), annotation()
+	cm, err := s.Client.CoreV1().ConfigMaps(ns).Get(ctx, "keep-ca", metav1.GetOptions{})
+	if err != nil || strings.TrimSpace(cm.Data["ca.crt"]) != strings.TrimSpace(string(ca)) {
+		t.Fatalf("CA bundle ConfigMap = %v, %v; want the generated CA", cm.Data, err)
+	}
+
+	release("upgrade", "keep", "coordinator.tls.certificate=generated")
+	if !bytes.Equal(secret("keep-fencing-ca", "tls.crt"), ca) || !bytes.Equal(secret("keep-fencing-ca", "tls.key"), caKey) {
+		t.Error("helm upgrade replaced the generated CA")
+	}
+	if !bytes.Equal(secret("keep-fencing-tls", "tls.crt"), leaf) {
+		t.Error("helm upgrade replaced the serving certificate although its names did not change")
+	}
+	if annotation() != sum {
+		t.Error("helm upgrade without changes restarts the coordinator")
+	}
+
+	release("upgrade", "keep", "coordinator.tls.certificate=generated", "coordinator.tls.extraDNSNames={fencing.region-a.example.com}")
+	if !bytes.Equal(secret("keep-fencing-ca", "tls.crt"), ca) {
+		t.Error("a new DNS name replaced the CA (every sidecar would need the new one)")
+	}
+	newLeaf := secret("keep-fencing-tls", "tls.crt")
+	if bytes.Equal(newLeaf, leaf) {
+		t.Error("a new DNS name did not re-issue the serving certificate")
+	}
+	caCert := parseCert(t, ca)
+	if _, err := parseCert(t, newLeaf).Verify(x509.VerifyOptions{DNSName: "fencing.region-a.example.com", Roots: pool(caCert)}); err != nil {
+		t.Errorf("re-issued certificate: %v", err)
+	}
+	if annotation() == sum {
+		t.Error("the coordinator is not restarted to serve the re-issued certificate")
+	}
+
+	// helm template has no cluster to look the CA up in.
+	var cas [][]byte
+	for range 2 {
+		out, err := helm(t, "template", "keep", fencingChart, "--namespace", ns, "-f", values, "--set", "coordinator.tls.certificate=generated")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cas = append(cas, secretData(t, find(t, parseManifests(t, out), "Secret", "keep-fencing-ca"), "tls.crt"))
+	}
+	if bytes.Equal(cas[0], cas[1]) || bytes.Equal(cas[0], ca) {
+		t.Error("helm template printed the same CA twice; docs/kubernetes.md says it cannot look it up")
+	}
+
+	// TLS off is never silent.
+	notes = release("install", "off", "--dry-run=server", "coordinator.tls.enabled=false")
+	if !strings.Contains(notes, "WARNING: coordinator.tls.enabled is false.") {
+		t.Errorf("helm install with TLS off does not warn:\n%s", notes)
+	}
+
+	// certificate=auto with cert-manager's API served.
+	release("install", "auto")
+	if _, err := a.dyn.Resource(schema.GroupVersionResource{Group: "cert-manager.io", Version: "v1", Resource: "certificates"}).Namespace(ns).Get(ctx, "auto-fencing", metav1.GetOptions{}); err != nil {
+		t.Errorf("certificate=auto with cert-manager.io/v1 served: no Certificate auto-fencing: %v", err)
+	}
+	if _, err := s.Client.CoreV1().Secrets(ns).Get(ctx, "auto-fencing-tls", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("with cert-manager the chart must leave the serving Secret to it: %v", err)
+	}
 }
 
 // applier does server-side apply of unstructured objects.
@@ -325,51 +526,84 @@ func (a *applier) apply(ctx context.Context, o object, dryRun bool) error {
 	return err
 }
 
-// installMonitoringCRDs installs the Prometheus Operator kinds the chart
-// renders, with structural schemas that cover exactly the fields the chart
-// uses (names as in the Prometheus Operator's monitoring.coreos.com/v1 CRDs),
-// so strict validation rejects a misspelt field there too.
-func (a *applier) installMonitoringCRDs(ctx context.Context, t *testing.T) {
-	t.Helper()
-	str := map[string]any{"type": "string"}
-	strMap := map[string]any{"type": "object", "additionalProperties": str}
-	strList := map[string]any{"type": "array", "items": str}
-	obj := func(props map[string]any) map[string]any {
-		return map[string]any{"type": "object", "properties": props}
-	}
-	list := func(items map[string]any) map[string]any { return map[string]any{"type": "array", "items": items} }
-	selector := obj(map[string]any{"matchLabels": strMap, "matchExpressions": list(obj(map[string]any{"key": str, "operator": str, "values": strList}))})
-	nsSelector := obj(map[string]any{"any": map[string]any{"type": "boolean"}, "matchNames": strList})
-	relabel := list(obj(map[string]any{"sourceLabels": strList, "targetLabel": str, "regex": str, "replacement": str, "action": str, "separator": str}))
-	secretKey := obj(map[string]any{"secret": obj(map[string]any{"name": str, "key": str})})
-	tlsConfig := obj(map[string]any{"serverName": str, "ca": secretKey, "insecureSkipVerify": map[string]any{"type": "boolean"}})
-	endpoint := obj(map[string]any{"port": str, "path": str, "interval": str, "scheme": str, "tlsConfig": tlsConfig, "relabelings": relabel})
-	rule := obj(map[string]any{
-		"alert": str, "record": str, "for": str, "labels": strMap, "annotations": strMap,
+// crd is a CustomResourceDefinition to install: its kind, plural and the
+// schema of its spec.
+type crd struct {
+	kind, plural string
+	spec         map[string]any
+}
+
+// Schema helpers for the CRDs below.
+var (
+	crdString  = map[string]any{"type": "string"}
+	crdInt     = map[string]any{"type": "integer"}
+	crdBool    = map[string]any{"type": "boolean"}
+	crdStrMap  = map[string]any{"type": "object", "additionalProperties": crdString}
+	crdStrList = map[string]any{"type": "array", "items": crdString}
+)
+
+func crdObj(props map[string]any) map[string]any {
+	return map[string]any{"type": "object", "properties": props}
+}
+
+func crdList(items map[string]any) map[string]any {
+	return map[string]any{"type": "array", "items": items}
+}
+
+// monitoringCRDs are the Prometheus Operator kinds the chart renders, with
+// structural schemas that cover exactly the fields the chart uses (names as
+// in the Prometheus Operator's monitoring.coreos.com/v1 CRDs), so strict
+// validation rejects a misspelt field there too.
+func monitoringCRDs() []crd {
+	selector := crdObj(map[string]any{"matchLabels": crdStrMap, "matchExpressions": crdList(crdObj(map[string]any{"key": crdString, "operator": crdString, "values": crdStrList}))})
+	nsSelector := crdObj(map[string]any{"any": crdBool, "matchNames": crdStrList})
+	relabel := crdList(crdObj(map[string]any{"sourceLabels": crdStrList, "targetLabel": crdString, "regex": crdString, "replacement": crdString, "action": crdString, "separator": crdString}))
+	keyRef := crdObj(map[string]any{"name": crdString, "key": crdString})
+	tlsConfig := crdObj(map[string]any{"serverName": crdString, "ca": crdObj(map[string]any{"secret": keyRef, "configMap": keyRef}), "insecureSkipVerify": crdBool})
+	endpoint := crdObj(map[string]any{"port": crdString, "path": crdString, "interval": crdString, "scheme": crdString, "tlsConfig": tlsConfig, "relabelings": relabel})
+	rule := crdObj(map[string]any{
+		"alert": crdString, "record": crdString, "for": crdString, "labels": crdStrMap, "annotations": crdStrMap,
 		"expr": map[string]any{"x-kubernetes-int-or-string": true},
 	})
-	crds := []struct {
-		kind, plural string
-		spec         map[string]any
-	}{
-		{"ServiceMonitor", "servicemonitors", obj(map[string]any{"selector": selector, "namespaceSelector": nsSelector, "endpoints": list(endpoint)})},
-		{"PodMonitor", "podmonitors", obj(map[string]any{"selector": selector, "namespaceSelector": nsSelector, "podMetricsEndpoints": list(endpoint)})},
-		{"PrometheusRule", "prometheusrules", obj(map[string]any{"groups": list(obj(map[string]any{"name": str, "interval": str, "rules": list(rule)}))})},
+	return []crd{
+		{"ServiceMonitor", "servicemonitors", crdObj(map[string]any{"selector": selector, "namespaceSelector": nsSelector, "endpoints": crdList(endpoint)})},
+		{"PodMonitor", "podmonitors", crdObj(map[string]any{"selector": selector, "namespaceSelector": nsSelector, "podMetricsEndpoints": crdList(endpoint)})},
+		{"PrometheusRule", "prometheusrules", crdObj(map[string]any{"groups": crdList(crdObj(map[string]any{"name": crdString, "interval": crdString, "rules": crdList(rule)}))})},
 	}
+}
+
+// certManagerCRDs are the cert-manager kinds the chart renders, with the
+// fields it uses (names as in cert-manager's cert-manager.io/v1 CRDs).
+func certManagerCRDs() []crd {
+	issuerRef := crdObj(map[string]any{"name": crdString, "kind": crdString, "group": crdString})
+	return []crd{
+		{"Certificate", "certificates", crdObj(map[string]any{
+			"secretName": crdString, "commonName": crdString, "dnsNames": crdStrList, "ipAddresses": crdStrList,
+			"duration": crdString, "renewBefore": crdString, "usages": crdStrList, "issuerRef": issuerRef,
+			"privateKey": crdObj(map[string]any{"algorithm": crdString, "size": crdInt, "rotationPolicy": crdString, "encoding": crdString}),
+		})},
+		{"Issuer", "issuers", crdObj(map[string]any{"ca": crdObj(map[string]any{"secretName": crdString}), "selfSigned": crdObj(map[string]any{})})},
+	}
+}
+
+// installCRDs creates namespaced CRDs of group (version v1) and waits until
+// the API server serves them.
+func (a *applier) installCRDs(ctx context.Context, t *testing.T, group string, crds []crd) {
+	t.Helper()
 	crdRes := schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
 	for _, c := range crds {
 		u := &unstructured.Unstructured{Object: map[string]any{
 			"apiVersion": "apiextensions.k8s.io/v1",
 			"kind":       "CustomResourceDefinition",
-			"metadata":   map[string]any{"name": c.plural + ".monitoring.coreos.com"},
+			"metadata":   map[string]any{"name": c.plural + "." + group},
 			"spec": map[string]any{
-				"group": "monitoring.coreos.com",
+				"group": group,
 				"scope": "Namespaced",
 				"names": map[string]any{"kind": c.kind, "listKind": c.kind + "List", "plural": c.plural, "singular": strings.ToLower(c.kind)},
 				"versions": []any{map[string]any{
 					"name": "v1", "served": true, "storage": true,
-					"schema": map[string]any{"openAPIV3Schema": obj(map[string]any{
-						"apiVersion": str, "kind": str, "metadata": map[string]any{"type": "object"}, "spec": c.spec,
+					"schema": map[string]any{"openAPIV3Schema": crdObj(map[string]any{
+						"apiVersion": crdString, "kind": crdString, "metadata": map[string]any{"type": "object"}, "spec": c.spec,
 					})},
 				}},
 			},
@@ -378,10 +612,10 @@ func (a *applier) installMonitoringCRDs(ctx context.Context, t *testing.T) {
 			t.Fatalf("create CRD %s: %v", c.kind, err)
 		}
 	}
-	kubetest.Eventually(t, "monitoring CRDs served", 20*time.Second, func() error {
+	kubetest.Eventually(t, group+" CRDs served", 20*time.Second, func() error {
 		a.mapper.Reset()
 		for _, c := range crds {
-			if _, err := a.mapper.RESTMapping(schema.GroupKind{Group: "monitoring.coreos.com", Kind: c.kind}, "v1"); err != nil {
+			if _, err := a.mapper.RESTMapping(schema.GroupKind{Group: group, Kind: c.kind}, "v1"); err != nil {
 				return err
 			}
 		}

@@ -25,12 +25,7 @@ The validator container reaches the signer at
 {{/* fencing.sidecar: the sidecar container, one list item. */}}
 {{- define "fencing.sidecar" -}}
 {{- $s := .sidecar }}
-{{- if not $s.validators }}
-{{- fail "fencing sidecar: sidecar.validators must list the validator IDs this Pod signs for" }}
-{{- end }}
-{{- if not $s.coordinatorURLs }}
-{{- fail "fencing sidecar: sidecar.coordinatorURLs must list this region's coordinator URL(s), e.g. http://fencing.fencing.svc:7600" }}
-{{- end -}}
+{{- include "fencing.sidecar.validate" . -}}
 - name: fence-sidecar
   image: {{ include "fencing.image" (dict "image" .image "override" $s.image) | quote }}
   imagePullPolicy: {{ .image.pullPolicy }}
@@ -40,10 +35,12 @@ The validator container reaches the signer at
   {{- end }}
   args:
     - --coordinator={{ join "," $s.coordinatorURLs }}
-    {{- if $s.coordinatorCA.secretName }}
+    {{- if or $s.coordinatorCA.configMapName $s.coordinatorCA.secretName }}
     - --coordinator-ca=/etc/fencing/coordinator-ca/{{ $s.coordinatorCA.key }}
     {{- end }}
-    - --holder={{ required "fencing sidecar: sidecar.holder must name this cluster's failure domain, e.g. region-a" $s.holder }}
+    # The coordinator takes the sidecar's name from its token's Pod name.
+    - --name=$(POD_NAME)
+    - --holder={{ $s.holder }}
     - --validator={{ join "," $s.validators }}
     - --key=/etc/fencing/key/{{ $s.keySecret.key }}
     {{- if $s.keySecret.passwordKey }}
@@ -96,8 +93,10 @@ The validator container reaches the signer at
   {{- end }}
   resources:
     {{- toYaml $s.resources | nindent 4 }}
+  {{- with $s.securityContext }}
   securityContext:
-    {{- include "fencing.containerSecurityContext" . | nindent 4 }}
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
   volumeMounts:
     - name: fencing-key
       mountPath: /etc/fencing/key
@@ -107,19 +106,54 @@ The validator container reaches the signer at
       readOnly: true
     - name: {{ $s.state.volumeName }}
       mountPath: /var/lib/fencing
-    {{- if $s.coordinatorCA.secretName }}
+    {{- if or $s.coordinatorCA.configMapName $s.coordinatorCA.secretName }}
     - name: fencing-coordinator-ca
       mountPath: /etc/fencing/coordinator-ca
       readOnly: true
     {{- end }}
 {{- end }}
 
+{{/*
+fencing.sidecar.validate fails the render with every problem of the sidecar
+values at once. A strict-mode sidecar must never talk to a coordinator it
+cannot authenticate: coordinator URLs must be https unless
+sidecar.allowPlainHTTP says otherwise.
+*/}}
+{{- define "fencing.sidecar.validate" -}}
+{{- $s := .sidecar }}
+{{- $errs := list }}
+{{- if not $s.validators }}
+{{- $errs = append $errs "sidecar.validators must list the validator IDs this Pod signs for" }}
+{{- end }}
+{{- if not $s.holder }}
+{{- $errs = append $errs "sidecar.holder must name this cluster's failure domain, e.g. region-a" }}
+{{- end }}
+{{- if not $s.keySecret.name }}
+{{- $errs = append $errs "sidecar.keySecret.name must name the Secret holding the validator key" }}
+{{- end }}
+{{- if not $s.coordinatorURLs }}
+{{- $errs = append $errs "sidecar.coordinatorURLs must list this region's coordinator URL(s), e.g. https://fencing.fencing.svc:7600" }}
+{{- end }}
+{{- range $s.coordinatorURLs }}
+{{- if and (not (hasPrefix "https://" .)) (not $s.allowPlainHTTP) }}
+{{- $errs = append $errs (printf "sidecar.coordinatorURLs has %s: the sidecar sends its token to the coordinator and trusts its answers, so use https:// (the coordinator chart serves TLS by default); only behind a service mesh that authenticates Pod traffic set sidecar.allowPlainHTTP=true" .) }}
+{{- end }}
+{{- end }}
+{{- if and $s.coordinatorCA.configMapName $s.coordinatorCA.secretName }}
+{{- $errs = append $errs "sidecar.coordinatorCA: set configMapName or secretName, not both" }}
+{{- end }}
+{{- if $errs }}
+{{- fail (printf "\n\nThe fencing sidecar needs these values:\n  - %s\n" (join "\n  - " $errs)) }}
+{{- end }}
+{{- end }}
+
 {{/* fencing.sidecar.volumes: the key, token (and emptyDir state) volumes, list items. */}}
 {{- define "fencing.sidecar.volumes" -}}
-{{- $s := .sidecar -}}
+{{- $s := .sidecar }}
+{{- include "fencing.sidecar.validate" . -}}
 - name: fencing-key
   secret:
-    secretName: {{ required "fencing sidecar: sidecar.keySecret.name must name the Secret holding the validator key" $s.keySecret.name }}
+    secretName: {{ $s.keySecret.name }}
     defaultMode: 0400
     items:
       - key: {{ $s.keySecret.key }}
@@ -140,6 +174,14 @@ The validator container reaches the signer at
 - name: fencing-coordinator-ca
   secret:
     secretName: {{ $s.coordinatorCA.secretName }}
+    defaultMode: 0444
+    items:
+      - key: {{ $s.coordinatorCA.key }}
+        path: {{ $s.coordinatorCA.key }}
+{{- else if $s.coordinatorCA.configMapName }}
+- name: fencing-coordinator-ca
+  configMap:
+    name: {{ $s.coordinatorCA.configMapName }}
     defaultMode: 0444
     items:
       - key: {{ $s.coordinatorCA.key }}

@@ -4,7 +4,7 @@
 
 {{- define "besu-validator.selectorLabels" -}}
 app.kubernetes.io/name: besu-validator
-app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/instance: {{ .Release.Name | quote }}
 {{- end }}
 
 {{- define "besu-validator.labels" -}}

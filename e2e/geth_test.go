@@ -527,7 +527,7 @@ func (l *txLoad) stop() {
 // fence is not deployed; the report is then not recorded anywhere).
 func auditChain(t *testing.T, c *cluster, nodes ...*gethNode) (int, *audit.Report, string) {
 	t.Helper()
-	args := []string{"--output", "json", "audit", "chain", "--timeout", "10s"}
+	args := []string{"audit", "chain", "--output", "json", "--timeout", "10s"}
 	for _, n := range nodes {
 		args = append(args, "--rpc", n.url)
 	}

@@ -121,7 +121,7 @@ func TestCliqueFencedFailover(t *testing.T) {
 	v := c.vals[0]
 	signer := crypto.PubkeyToAddress(v.key.PublicKey)
 	funder := testKey(t, 21, "e2e funded account")
-	genesis := cliqueGenesis(t, t.TempDir(), []common.Address{signer}, crypto.PubkeyToAddress(funder.PublicKey))
+	genesis := cliqueGenesis(t, t.TempDir(), 1, []common.Address{signer}, crypto.PubkeyToAddress(funder.PublicKey))
 	sa, sb := c.sidecar(v, regionA), c.sidecar(v, regionB)
 	a := startGeth(t, gethOptions{Name: "geth-a", Genesis: genesis, Etherbase: signer, Signer: sa.URL()})
 	b := startGeth(t, gethOptions{Name: "geth-b", Genesis: genesis, Etherbase: signer, Signer: sb.URL()})
@@ -192,7 +192,7 @@ func TestCliqueMultiSignerPartitionedBump(t *testing.T) {
 	k2, k3 := testKey(t, 22, "e2e signer 2"), testKey(t, 22, "e2e signer 3")
 	s2, s3 := crypto.PubkeyToAddress(k2.PublicKey), crypto.PubkeyToAddress(k3.PublicKey)
 	funder := testKey(t, 22, "e2e funded account")
-	genesis := cliqueGenesis(t, t.TempDir(), []common.Address{s1, s2, s3}, crypto.PubkeyToAddress(funder.PublicKey))
+	genesis := cliqueGenesis(t, t.TempDir(), 1, []common.Address{s1, s2, s3}, crypto.PubkeyToAddress(funder.PublicKey))
 	sa, sb := c.sidecar(v, regionA), c.sidecar(v, regionB)
 	a1 := startGeth(t, gethOptions{Name: "geth-a1", Genesis: genesis, Etherbase: s1, Signer: sa.URL()})
 	b1 := startGeth(t, gethOptions{Name: "geth-b1", Genesis: genesis, Etherbase: s1, Signer: sb.URL()})
@@ -287,7 +287,7 @@ func TestCliqueWithoutFenceForks(t *testing.T) {
 	key := testKey(t, 23, "e2e control signer")
 	signer := crypto.PubkeyToAddress(key.PublicKey)
 	funder := testKey(t, 23, "e2e funded account")
-	genesis := cliqueGenesis(t, t.TempDir(), []common.Address{signer}, crypto.PubkeyToAddress(funder.PublicKey))
+	genesis := cliqueGenesis(t, t.TempDir(), 1, []common.Address{signer}, crypto.PubkeyToAddress(funder.PublicKey))
 	x := startGeth(t, gethOptions{Name: "geth-x", Genesis: genesis, Etherbase: signer, Key: key})
 	y := startGeth(t, gethOptions{Name: "geth-y", Genesis: genesis, Etherbase: signer, Key: key})
 	x.waitHead(t, 4, 2*time.Minute)
@@ -332,7 +332,7 @@ func TestCliqueSingleSignerStuckAfterFailover(t *testing.T) {
 	v := c.vals[0]
 	signer := crypto.PubkeyToAddress(v.key.PublicKey)
 	funder := testKey(t, 24, "e2e funded account")
-	genesis := cliqueGenesis(t, t.TempDir(), []common.Address{signer}, crypto.PubkeyToAddress(funder.PublicKey))
+	genesis := cliqueGenesis(t, t.TempDir(), 1, []common.Address{signer}, crypto.PubkeyToAddress(funder.PublicKey))
 	sa, sb := c.sidecar(v, regionA), c.sidecar(v, regionB)
 	a := startGeth(t, gethOptions{Name: "geth-a", Genesis: genesis, Etherbase: signer, Signer: sa.URL()})
 	b := startGeth(t, gethOptions{Name: "geth-b", Genesis: genesis, Etherbase: signer, Signer: sb.URL()})
@@ -409,4 +409,60 @@ func TestCliqueSingleSignerStuckAfterFailover(t *testing.T) {
 	}
 	t.Logf("STUCK: chain head %d; region-b holds epoch %d; quorum watermark %s (digest %s, epoch %d, %s); geth-b refused %d times (%s .. %s): %q; test took %s",
 		h, st.Epoch.Epoch, wm, journaled.Digest, journaled.Epoch, sa.name, len(stuck), stuck[0].At.Format("15:04:05.000"), stuck[len(stuck)-1].At.Format("15:04:05.000"), want, time.Since(start).Round(time.Second))
+}
+
+// TestCliqueRecommitBelowPeriodHalts: geth re-seals the height it is
+// working on at every recommit (--miner.recommit, default 2s) when new
+// transactions arrived, dropping the block it already had signed but not yet
+// published. The sidecar cannot know that the first signature never left
+// geth, and refuses the second digest at the same height. With a 3 s block
+// period and the default recommit, the holder's own sidecar refuses it at one
+// height again and again, and a single-signer chain halts with no failover at
+// all; with --miner.recommit above the period (5 s) the same chain runs.
+// docs/clients.md makes this a wiring requirement.
+func TestCliqueRecommitBelowPeriodHalts(t *testing.T) {
+	gethBinary(t)
+	start := time.Now()
+	c := newCluster(t, clusterOptions{Validators: 2, NoWorkload: true, Seed: 25})
+	funder := testKey(t, 25, "e2e funded account")
+	chain := func(v *validator, name string, args ...string) *gethNode {
+		signer := crypto.PubkeyToAddress(v.key.PublicKey)
+		genesis := cliqueGenesis(t, t.TempDir(), 3, []common.Address{signer}, crypto.PubkeyToAddress(funder.PublicKey))
+		n := startGeth(t, gethOptions{Name: name, Genesis: genesis, Etherbase: signer, Signer: c.sidecar(v, regionA).URL(), Args: args})
+		load := startTxLoad(funder, 300*time.Millisecond, n)
+		t.Cleanup(load.stop)
+		return n
+	}
+	short := chain(c.vals[0], "geth-recommit-2s")
+	long := chain(c.vals[1], "geth-recommit-5s", "--miner.recommit", "5s")
+
+	var refusals []sealFailure
+	waitCond(t, 2*time.Minute, "three refusals of geth-recommit-2s's re-seals of one height", func() (bool, error) {
+		refusals, _ = short.failures(0)
+		return len(refusals) >= 3, nil
+	})
+	m := regexp.MustCompile(`^watermark: ([0-9]+)/0/block was already signed with a different digest$`).FindStringSubmatch(refusals[0].Err)
+	if m == nil {
+		t.Fatalf("geth-recommit-2s's first seal failure = %q, want a watermark refusal of its own re-seal", refusals[0].Err)
+	}
+	for _, f := range refusals {
+		if f.Err != refusals[0].Err {
+			t.Fatalf("geth-recommit-2s seal failures differ: %q then %q", refusals[0].Err, f.Err)
+		}
+	}
+	h, _ := strconv.ParseUint(m[1], 10, 64)
+	if head, err := short.head(); err != nil || head != h-1 {
+		t.Fatalf("geth-recommit-2s head = %d (%v), want %d: the chain halts below the refused height", head, err, h-1)
+	}
+	hrs := fencing.HRS{Height: h, Round: 0, Step: fencing.StepBlock}
+	if e, ok := c.quorumEntry(t, c.vals[0], hrs); !ok || e.Sidecar != c.sidecar(c.vals[0], regionA).name {
+		t.Fatalf("quorum journal at %s = %+v (found %v), want the holder's first seal", hrs, e, ok)
+	}
+
+	long.waitHead(t, 6, 2*time.Minute)
+	if fs, _ := long.failures(0); len(fs) != 0 {
+		t.Fatalf("geth-recommit-5s: %d seal failure(s), first %q; want none with the recommit above the period", len(fs), fs[0].Err)
+	}
+	t.Logf("3 s period: default recommit halts at height %d (%d refusals %q); --miner.recommit 5s runs; test took %s",
+		h, len(refusals), refusals[0].Err, time.Since(start).Round(time.Second))
 }

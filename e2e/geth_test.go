@@ -98,11 +98,11 @@ func testKey(t *testing.T, seed uint64, label string) *ecdsa.PrivateKey {
 	return k
 }
 
-// cliqueGenesis writes a genesis file for a Clique chain (period 1 second,
-// London without Shanghai, which Clique does not support) with signers and
-// one funded account, and returns its path. extraData is 32 bytes of vanity,
+// cliqueGenesis writes a genesis file for a Clique chain (a block every
+// period seconds, London without Shanghai, which Clique does not support)
+// with signers and one funded account, and returns its path. extraData is 32 bytes of vanity,
 // the signers in ascending order and 65 bytes for the seal (EIP-225).
-func cliqueGenesis(t *testing.T, dir string, signers []common.Address, funded common.Address) string {
+func cliqueGenesis(t *testing.T, dir string, period int, signers []common.Address, funded common.Address) string {
 	t.Helper()
 	sorted := slices.Clone(signers)
 	slices.SortFunc(sorted, func(a, b common.Address) int { return bytes.Compare(a[:], b[:]) })
@@ -116,7 +116,7 @@ func cliqueGenesis(t *testing.T, dir string, signers []common.Address, funded co
 			"chainId": cliqueChainID, "homesteadBlock": 0, "eip150Block": 0, "eip155Block": 0, "eip158Block": 0,
 			"byzantiumBlock": 0, "constantinopleBlock": 0, "petersburgBlock": 0, "istanbulBlock": 0,
 			"berlinBlock": 0, "londonBlock": 0,
-			"clique": map[string]any{"period": 1, "epoch": 30000},
+			"clique": map[string]any{"period": period, "epoch": 30000},
 		},
 		"difficulty": "0x1",
 		"gasLimit":   "0x1c9c380",
@@ -141,6 +141,7 @@ type gethOptions struct {
 	Etherbase common.Address
 	Signer    string            // a sidecar's base URL (geth --signer), or
 	Key       *ecdsa.PrivateKey // a plain keystore, unlocked
+	Args      []string          // more geth flags
 }
 
 // gethNode is one running geth process.
@@ -207,6 +208,7 @@ func startGeth(t *testing.T, o gethOptions) *gethNode {
 	default:
 		t.Fatalf("geth %s: give a sidecar URL or a key", o.Name)
 	}
+	args = append(args, o.Args...)
 	f, err := os.Create(n.log)
 	if err != nil {
 		t.Fatal(err)

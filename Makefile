@@ -15,14 +15,18 @@ build:
 # Unit, integration (real embedded etcd) and end-to-end tests (built binaries
 # as separate processes), and the chart and client-go tests on a real
 # kube-apiserver. The project's scripts build what they need once and cache
-# it: kube-apiserver v1.37.2 (about 7 minutes on an idle 2-core machine) and
-# helm v3.22.0 (about 4 minutes).
+# it: kube-apiserver v1.37.2 (about 7 minutes on an idle 2-core machine),
+# helm v3.22.0 (about 4 minutes) and geth v1.13.15 for the Clique tests in
+# e2e/ (about 5 minutes).
 test: tools
-	FENCE_KUBE_APISERVER=$${FENCE_KUBE_APISERVER:-$$(hack/kube-apiserver/build.sh)} $(GO) test -timeout 40m ./...
+	FENCE_KUBE_APISERVER=$${FENCE_KUBE_APISERVER:-$$(hack/kube-apiserver/build.sh)} \
+	FENCE_GETH=$${FENCE_GETH:-$$(hack/geth.sh)} \
+		$(GO) test -timeout 40m ./...
 
 tools:
 	@hack/kube-apiserver/build.sh >/dev/null
 	@hack/helm.sh version >/dev/null
+	@hack/geth.sh >/dev/null
 
 test-short:
 	$(GO) test -short -timeout 10m ./...

@@ -51,6 +51,9 @@ type clusterOptions struct {
 	Margin     time.Duration // sidecar safety margin
 	Interval   time.Duration // consensus step of the workload
 	Seed       uint64
+	// NoWorkload starts no drill workload: a real client (geth in
+	// clique_test.go) is the only one asking the sidecars for signatures.
+	NoWorkload bool
 }
 
 // cluster is a running hot-warm topology of separate processes.
@@ -225,6 +228,9 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 
 	// The workload: both regions' validators ask for every HRS.
 	for _, v := range c.vals {
+		if o.NoWorkload {
+			break
+		}
 		c.wg.Go(func() { v.chain.Run(ctx, o.Interval) })
 		for j, r := range holders {
 			p := c.sidecar(v, r)

@@ -5,13 +5,17 @@
 //
 // # Metrics
 //
-//	fencing_epoch{validator}                 current epoch number
-//	fencing_epoch_state{validator,state}     1 for the current state, 0 for the others
-//	fencing_leases_live{validator,holder}    live leases (any epoch) by holder
-//	fencing_bump_in_progress{validator}      1 while a bump is recorded
-//	fencing_transitions_total{kind,result}   transitions and sidecar operations by result code
-//	fencing_audit_duplicates{kind}           duplicates found by the last reported audit
-//	fencing_etcd_request_duration_seconds{op} etcd latency (from internal/store)
+//	fencing_validator_epoch{validator}              current epoch number
+//	fencing_validator_epoch_state{validator,state}  1 for the current state, 0 for the others
+//	fencing_validator_leases{validator,holder}      live leases by holder
+//	fencing_bump_in_progress{validator}             1 while a bump is recorded
+//	fencing_bump_duration_seconds                   revoke to grant, for grants this replica committed
+//	fencing_transitions_total{kind,result}          epoch transitions this replica committed
+//	fencing_coordinator_requests_total{op,result}   API requests by operation and result code
+//	fencing_audit_duplicates{kind}                  duplicates found by the last audit of each kind (kept in etcd)
+//	fencing_etcd_up                                 1 if the last scrape could read etcd
+//	fencing_etcd_request_duration_seconds{op}       etcd latency (from internal/store)
+//	fencing_build_info{binary,version,goversion}    1
 package coordinator
 
 import (

@@ -64,8 +64,12 @@ func Run(ctx context.Context, cfg Config, lg hclog.Logger) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	opts := store.Options{Prefix: cfg.EtcdPrefix, Logger: lg.Named("store"), RequestTimeout: cfg.EtcdTimeout, Registerer: reg}
-	sopts := ServerOptions{ClientCerts: cfg.ClientCA != "", Logger: lg, MaxWatchWait: cfg.MaxWatchWait, ReconcileInterval: cfg.ReconcileInterval, SessionTTL: cfg.SessionTTL, JournalRetention: cfg.JournalRetention, Registry: reg}
+	m, err := NewMetrics(reg)
+	if err != nil {
+		return err
+	}
+	opts := store.Options{Prefix: cfg.EtcdPrefix, Logger: lg.Named("store"), RequestTimeout: cfg.EtcdTimeout, Registerer: reg, OnTransition: m.Transition}
+	sopts := ServerOptions{ClientCerts: cfg.ClientCA != "", Metrics: m, Logger: lg, MaxWatchWait: cfg.MaxWatchWait, ReconcileInterval: cfg.ReconcileInterval, SessionTTL: cfg.SessionTTL, JournalRetention: cfg.JournalRetention, Registry: reg}
 
 	modes := cfg.operatorModes()
 	if slices.Contains(modes, OperatorAuthToken) {
@@ -100,7 +104,7 @@ func Run(ctx context.Context, cfg Config, lg hclog.Logger) error {
 		if cfg.EventsNamespace != "" {
 			rec := kube.NewEventRecorder(kc, cfg.EventsNamespace, kube.WithLogger(lg.Named("events")), kube.WithRegarding(kube.PodFromEnv(os.Getenv)))
 			defer rec.Close(context.Background())
-			opts.OnTransition = func(ev fencing.Event) { rec.Record(context.Background(), ev) }
+			opts.OnTransition = func(ev fencing.Event) { m.Transition(ev); rec.Record(context.Background(), ev) }
 		}
 	}
 

@@ -36,6 +36,10 @@ type ServerOptions struct {
 	SessionTTL        time.Duration // default 10s
 	JournalRetention  uint64        // heights kept below the watermark; 0 keeps all
 	Registry          *prometheus.Registry
+	// Metrics, registered on Registry, whose Transition the store calls
+	// (store.Options.OnTransition); nil registers new ones, which then count
+	// no transitions.
+	Metrics *Metrics
 }
 
 // NewServer returns a server over st; Run its background work with Start.
@@ -55,8 +59,14 @@ func NewServer(st *store.Store, o ServerOptions) (*Server, error) {
 	if o.Registry == nil {
 		o.Registry = prometheus.NewRegistry()
 	}
-	m, err := newMetrics(o.Registry, st, o.Logger)
-	if err != nil {
+	m := o.Metrics
+	if m == nil {
+		var err error
+		if m, err = NewMetrics(o.Registry); err != nil {
+			return nil, err
+		}
+	}
+	if err := o.Registry.Register(&stateCollector{st: st, lg: o.Logger}); err != nil {
 		return nil, err
 	}
 	return &Server{
@@ -93,7 +103,7 @@ type Server struct {
 	operatorReviewer OperatorReviewer
 	lg               hclog.Logger
 	maxWait          time.Duration
-	metrics          *metrics
+	metrics          *Metrics
 	gatherer         prometheus.Gatherer
 	retention        uint64
 }
@@ -450,14 +460,11 @@ func (s *Server) audit(r *http.Request, req api.AuditReport) (any, error) {
 		return nil, fencing.Errorf(fencing.CodeBadRequest, "duplicates must be >= 0 and detail at most 16 KiB")
 	}
 	c := change(r, req.Operator, req.Kind+" audit")
-	if err := s.st.RecordEvent(r.Context(), fencing.Event{
+	ev := fencing.Event{
 		Kind: fencing.EventAudit, By: c.By, Comment: c.Comment, Reason: c.Reason,
 		Detail: fmt.Sprintf("%d duplicates, incomplete=%t; %s", req.Duplicates, req.Incomplete, req.Detail),
-	}); err != nil {
-		return nil, err
 	}
-	s.metrics.auditDuplicates.WithLabelValues(req.Kind).Set(float64(req.Duplicates))
-	return nil, nil
+	return nil, s.st.RecordAudit(r.Context(), store.AuditResult{Kind: req.Kind, Duplicates: req.Duplicates, Incomplete: req.Incomplete, By: c.By}, ev)
 }
 
 func (s *Server) acquire(r *http.Request, req api.AcquireRequest) (any, error) {

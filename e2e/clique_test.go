@@ -86,7 +86,7 @@ func checkJournaled(t *testing.T, c *cluster, v *validator, n *gethNode, from, t
 	return checked
 }
 
-// refusals reads a sidecar's fencing_signatures_total for one refusal code.
+// refusals reads a sidecar's fencing_sidecar_signatures_total for one refusal code.
 func refusals(t *testing.T, p *proc, code fencing.Code) int {
 	t.Helper()
 	resp, err := http.Get(p.URL() + "/metrics")
@@ -98,7 +98,7 @@ func refusals(t *testing.T, p *proc, code fencing.Code) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	re := regexp.MustCompile(`(?m)^fencing_signatures_total\{[^}]*result="` + regexp.QuoteMeta(string(code)) + `"[^}]*\} ([0-9.e+]+)$`)
+	re := regexp.MustCompile(`(?m)^fencing_sidecar_signatures_total\{[^}]*result="` + regexp.QuoteMeta(string(code)) + `"[^}]*\} ([0-9.e+]+)$`)
 	total := 0
 	for _, m := range re.FindAllStringSubmatch(string(b), -1) {
 		f, _ := strconv.ParseFloat(m[1], 64)

@@ -5,12 +5,14 @@
 //
 // # Metrics
 //
-//	fencing_lease_held{validator}               1 while a usable lease is held
-//	fencing_epoch{validator}                    epoch of the held lease
-//	fencing_lease_seconds_remaining{validator}  time to the local deadline
-//	fencing_signatures_total{validator,result}  signed, or the refusal code word
-//	fencing_sign_duration_seconds               request to signature
-//	fencing_journal_duration_seconds            quorum journal round trip (strict)
+//	fencing_sidecar_lease_held{validator}               1 while a usable lease is held
+//	fencing_sidecar_lease_epoch{validator}              epoch of the held lease (0: none)
+//	fencing_sidecar_lease_seconds_remaining{validator}  time to the local deadline
+//	fencing_sidecar_ready{validator}                    1 while it could sign if granted (standbys too)
+//	fencing_sidecar_signatures_total{validator,result}  signed, or the refusal code word
+//	fencing_sidecar_sign_duration_seconds               request to signature
+//	fencing_sidecar_journal_duration_seconds            quorum journal round trip (strict)
+//	fencing_build_info{binary,version,goversion}        1
 package sidecar
 
 import (

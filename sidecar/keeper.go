@@ -71,7 +71,8 @@ type LeaseKeeper struct {
 	lease     *fencing.Lease
 	floor     *fencing.Watermark
 	deadline  time.Time
-	suspended error // K5 in lease mode: why signing is suspended
+	suspended error     // K5 in lease mode: why signing is suspended
+	answered  time.Time // when the coordinator last answered (any answer but unavailable)
 }
 
 // KeeperOptions configure a LeaseKeeper.
@@ -117,6 +118,29 @@ func (k *LeaseKeeper) current() (fencing.Lease, *fencing.Watermark, error) {
 		return fencing.Lease{}, nil, fencing.Errorf(fencing.CodeFenced, "lease mode: signing for %s is suspended since its last renewal failed (%v); it resumes when a renewal succeeds", k.validator, k.suspended)
 	}
 	return *k.lease, k.floor, nil
+}
+
+// noteAnswer records that a coordinator call got an answer from a working
+// coordinator and etcd: a success or a refusal, not unavailable.
+func (k *LeaseKeeper) noteAnswer(err error) {
+	switch fencing.CodeOf(err) {
+	case fencing.CodeUnavailable, fencing.CodeNoQuorum, fencing.CodeInternal, fencing.CodeUnauthorized, fencing.CodeForbidden:
+		if err != nil {
+			return
+		}
+	}
+	k.mu.Lock()
+	k.answered = k.now()
+	k.mu.Unlock()
+}
+
+// Ready reports whether this keeper could take over now: the coordinator
+// (and etcd behind it) answered within one lease TTL. A standby that holds
+// no lease is ready as long as it is reachable and allowed to ask.
+func (k *LeaseKeeper) Ready() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return !k.answered.IsZero() && k.now().Sub(k.answered) < k.ttl
 }
 
 // Status is what metrics and health report.
@@ -169,11 +193,13 @@ func (k *LeaseKeeper) Run(ctx context.Context) {
 		// K1: acquire.
 		sent := k.now()
 		g, err := k.coord.Acquire(ctx, api.AcquireRequest{Validator: k.validator, Holder: k.holder, Sidecar: k.sidecar, TTLSeconds: int64(k.ttl / time.Second)})
+		k.noteAnswer(err)
 		if err != nil {
 			if fencing.CodeOf(err) == fencing.CodeFenced || fencing.CodeOf(err) == fencing.CodeNotFound {
 				// Not ours (now): wait for the epoch record to change.
 				k.lg.Debug("no lease", "reason", err)
 				_, rev, werr := k.coord.WatchEpoch(ctx, k.validator, epochRev, 30*time.Second)
+				k.noteAnswer(werr)
 				if werr == nil && rev != epochRev {
 					epochRev = rev
 					continue
@@ -228,6 +254,7 @@ func (k *LeaseKeeper) hold(ctx context.Context, l fencing.Lease) int64 {
 		rctx, cancel := context.WithDeadline(ctx, until)
 		nl, err := k.coord.Renew(rctx, l, k.reported())
 		cancel()
+		k.noteAnswer(err)
 		switch {
 		case err == nil:
 			l = nl
@@ -263,6 +290,7 @@ func (k *LeaseKeeper) currentDeadline() time.Time {
 func (k *LeaseKeeper) watch(ctx context.Context, l fencing.Lease) int64 {
 	for ctx.Err() == nil {
 		_, rev, err := k.coord.WatchEpoch(ctx, l.Validator, l.EpochRevision, 30*time.Second)
+		k.noteAnswer(err)
 		if err != nil {
 			if ctx.Err() == nil {
 				// Renewals still bound the lease; the watch only makes the

@@ -15,6 +15,7 @@ import (
 
 	"github.com/validator-fencing/fencing/internal/api"
 	"github.com/validator-fencing/fencing/internal/fencing"
+	"github.com/validator-fencing/fencing/internal/version"
 )
 
 // NewSigner loads the keys and local journals of cfg and builds a keeper for
@@ -56,8 +57,10 @@ func NewSigner(cfg Config, coord Coordinator, reg prometheus.Registerer, lg hclo
 		s.validators[k.Address.Hex()] = g
 		lg.Info("validator configured", "validator", id, "address", k.Address.Hex(), "local_watermark", wmText(j.Watermark()))
 	}
-	if err := reg.Register(leaseCollector{signer: s}); err != nil {
-		return nil, err
+	for _, c := range []prometheus.Collector{leaseCollector{signer: s}, version.Collector("fence-sidecar")} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
 	}
 	return s, nil
 }

@@ -206,15 +206,17 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, err error) {
 type leaseCollector struct{ signer *Signer }
 
 var (
-	leaseHeldDesc = prometheus.NewDesc("fencing_lease_held", "1 while the sidecar holds a usable lease for the validator.", []string{"validator"}, nil)
-	leaseEpochDes = prometheus.NewDesc("fencing_epoch", "Epoch of the lease the sidecar holds (0: none).", []string{"validator"}, nil)
-	leaseRemDesc  = prometheus.NewDesc("fencing_lease_seconds_remaining", "Seconds until the local lease deadline.", []string{"validator"}, nil)
+	leaseHeldDesc = prometheus.NewDesc("fencing_sidecar_lease_held", "1 while the sidecar holds a usable lease for the validator.", []string{"validator"}, nil)
+	leaseEpochDes = prometheus.NewDesc("fencing_sidecar_lease_epoch", "Epoch of the lease the sidecar holds (0: none).", []string{"validator"}, nil)
+	leaseRemDesc  = prometheus.NewDesc("fencing_sidecar_lease_seconds_remaining", "Seconds until the local lease deadline.", []string{"validator"}, nil)
+	readyDesc     = prometheus.NewDesc("fencing_sidecar_ready", "1 while the sidecar could sign for the validator if granted: its key is loaded and the coordinator answered within one lease TTL (a standby reports it too).", []string{"validator"}, nil)
 )
 
 func (c leaseCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- leaseHeldDesc
 	ch <- leaseEpochDes
 	ch <- leaseRemDesc
+	ch <- readyDesc
 }
 
 func (c leaseCollector) Collect(ch chan<- prometheus.Metric) {
@@ -227,5 +229,10 @@ func (c leaseCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(leaseHeldDesc, prometheus.GaugeValue, h, v.ID)
 		ch <- prometheus.MustNewConstMetric(leaseEpochDes, prometheus.GaugeValue, float64(epoch), v.ID)
 		ch <- prometheus.MustNewConstMetric(leaseRemDesc, prometheus.GaugeValue, rem.Seconds(), v.ID)
+		r := 0.0
+		if v.Keeper.Ready() {
+			r = 1
+		}
+		ch <- prometheus.MustNewConstMetric(readyDesc, prometheus.GaugeValue, r, v.ID)
 	}
 }

@@ -195,15 +195,15 @@ type signerMetrics struct {
 func newSignerMetrics(reg prometheus.Registerer) (*signerMetrics, error) {
 	m := &signerMetrics{
 		signatures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "fencing_signatures_total",
+			Name: "fencing_sidecar_signatures_total",
 			Help: "Signature requests by validator and result: signed, or the refusal code word.",
 		}, []string{"validator", "result"}),
 		sign: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "fencing_sign_duration_seconds", Help: "Time from request to signature, for signed requests.",
+			Name: "fencing_sidecar_sign_duration_seconds", Help: "Time from request to signature, for signed requests.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
 		journal: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "fencing_journal_duration_seconds", Help: "Round trip of the quorum journal write (or lease check) in strict mode.",
+			Name: "fencing_sidecar_journal_duration_seconds", Help: "Round trip of the quorum journal write (or lease check) in strict mode.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
 	}

@@ -4,6 +4,7 @@ package fencetest
 
 import (
 	"context"
+	"github.com/prometheus/client_golang/prometheus"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -36,6 +37,9 @@ type Options struct {
 	Auth coordinator.Authenticator
 	// OperatorReviewer, when set, authorizes operators.
 	OperatorReviewer coordinator.OperatorReviewer
+	// Registry receives the coordinator's and its store's metrics; default
+	// a new one.
+	Registry *prometheus.Registry
 }
 
 // Start starts a coordinator that stops when the test ends.
@@ -48,11 +52,19 @@ func Start(t testing.TB, o Options) *Coordinator {
 		o.ReconcileInterval = 100 * time.Millisecond
 	}
 	c := etcdtest.New(t, o.Members)
-	st, err := store.New(c.Client(t), store.Options{RequestTimeout: 3 * time.Second})
+	reg := o.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	m, err := coordinator.NewMetrics(reg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := coordinator.NewServer(st, coordinator.ServerOptions{OperatorToken: o.OperatorToken, Auth: o.Auth, OperatorReviewer: o.OperatorReviewer, ReconcileInterval: o.ReconcileInterval, SessionTTL: 2 * time.Second, MaxWatchWait: 10 * time.Second})
+	st, err := store.New(c.Client(t), store.Options{RequestTimeout: 3 * time.Second, Registerer: reg, OnTransition: m.Transition})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := coordinator.NewServer(st, coordinator.ServerOptions{Registry: reg, Metrics: m, OperatorToken: o.OperatorToken, Auth: o.Auth, OperatorReviewer: o.OperatorReviewer, ReconcileInterval: o.ReconcileInterval, SessionTTL: 2 * time.Second, MaxWatchWait: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -240,7 +240,9 @@ type Event struct {
 	Sidecar   string    `json:"sidecar,omitempty"`
 	Epoch     uint64    `json:"epoch,omitempty"`
 	BumpID    string    `json:"bump_id,omitempty"`
-	Detail    string    `json:"detail,omitempty"`
+	// BumpStartedAt is when the bump began, on its grant event.
+	BumpStartedAt time.Time `json:"bump_started_at,omitzero"`
+	Detail        string    `json:"detail,omitempty"`
 	// Revision is the etcd revision that committed the event; it orders the
 	// history across coordinator replicas whose clocks may disagree.
 	Revision int64 `json:"revision,omitempty"`

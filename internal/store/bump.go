@@ -286,7 +286,7 @@ func (s *Store) grant(ctx context.Context, id string, st fencing.Status) error {
 		s.noLeases(id, st.Epoch.Epoch),
 		clientv3.Compare(clientv3.ModRevision(s.bumpKey(id)), "=", bumpResp.Kvs[0].ModRevision),
 	}
-	ev := fencing.Event{Kind: fencing.EventGrant, From: &st.Epoch, BumpID: b.ID}
+	ev := fencing.Event{Kind: fencing.EventGrant, From: &st.Epoch, BumpID: b.ID, BumpStartedAt: b.StartedAt}
 	if err := s.transition(ctx, "grant", id, st.Revision, next, ev, cmps, []clientv3.Op{clientv3.OpDelete(s.bumpKey(id))}); err != nil {
 		return err
 	}

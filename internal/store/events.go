@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"strconv"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -42,15 +43,48 @@ func (s *Store) Events(ctx context.Context, id string, limit int) ([]fencing.Eve
 	return out, nil
 }
 
-// RecordEvent appends an event that is not a transition (an audit result).
-func (s *Store) RecordEvent(ctx context.Context, ev fencing.Event) error {
+// AuditResult is the last audit of one kind, kept at audits/<kind> so that
+// its result (and the alert on it) survives coordinator restarts.
+type AuditResult struct {
+	Kind       string    `json:"kind"`
+	Duplicates int       `json:"duplicates"`
+	Incomplete bool      `json:"incomplete"`
+	At         time.Time `json:"at"`
+	By         string    `json:"by"`
+}
+
+// RecordAudit keeps r as the last audit of its kind and appends ev (the
+// audit's event) to the history, in one transaction.
+func (s *Store) RecordAudit(ctx context.Context, r AuditResult, ev fencing.Event) error {
 	ev.At = s.now().UTC()
+	r.At = ev.At
 	cmp, op, err := s.eventOp(ev)
 	if err != nil {
 		return err
 	}
-	_, err = s.txn(ctx, "record_event", []clientv3.Cmp{cmp}, []clientv3.Op{op}, nil)
+	v, err := encode(r)
+	if err != nil {
+		return err
+	}
+	_, err = s.txn(ctx, "record_audit", []clientv3.Cmp{cmp}, []clientv3.Op{op, clientv3.OpPut(s.prefix+"audits/"+r.Kind, v)}, nil)
 	return err
+}
+
+// Audits returns the last audit of each kind that was recorded.
+func (s *Store) Audits(ctx context.Context) ([]AuditResult, error) {
+	resp, err := s.get(ctx, "audits_list", s.prefix+"audits/", clientv3.WithPrefix())
+	if err != nil {
+		return nil, err
+	}
+	out := make([]AuditResult, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		var r AuditResult
+		if err := decode(string(kv.Key), kv.Value, &r); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
 }
 
 func u64(n uint64) string { return strconv.FormatUint(n, 10) }

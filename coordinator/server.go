@@ -142,7 +142,13 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /v1/validators", s.operator("create", "validators", handle(s, "add_validator", http.StatusCreated, s.addValidator)))
 	mux.HandleFunc("GET /v1/validators/{id}", s.operator("get", "validators", s.getValidator))
 	mux.HandleFunc("POST /v1/validators/{id}/freeze", s.operator("freeze", "validators", handle(s, "freeze", http.StatusOK, s.freeze)))
+	mux.HandleFunc("DELETE /v1/validators/{id}", s.operator("delete", "validators", handle(s, "remove_validator", http.StatusNoContent, s.removeValidator)))
 	mux.HandleFunc("POST /v1/validators/{id}/bump", s.operator("bump", "validators", s.bump))
+	mux.HandleFunc("POST /v1/validators/{id}/unfreeze", s.operator("unfreeze", "validators", s.unfreeze))
+	mux.HandleFunc("GET /v1/validators/{id}/bumps/{bump}/progress", s.operator("get", "validators", s.progress))
+	mux.HandleFunc("POST /v1/validators/{id}/abandon", s.operator("abandon", "validators", handle(s, "abandon", http.StatusOK, s.abandon)))
+	mux.HandleFunc("GET /v1/holders", s.operator("list", "holders", s.listHolders))
+	mux.HandleFunc("POST /v1/holders", s.operator("create", "holders", handle(s, "register_holder", http.StatusNoContent, s.registerHolder)))
 	mux.HandleFunc("GET /v1/events", s.operator("list", "events", s.events))
 	mux.HandleFunc("GET /v1/journal", s.operator("list", "events", s.journalList))
 	mux.HandleFunc("POST /v1/audits", s.operator("create", "audits", handle(s, "audit", http.StatusNoContent, s.audit)))
@@ -227,43 +233,6 @@ func (s *Server) getValidator(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	api.WriteJSON(w, http.StatusOK, st)
-}
-
-// bump records the bump, has the reconciler drive it, and waits up to
-// req.Wait for the grant: 200 with the timeline when granted, 202 with the
-// progress so far when still draining (the bump goes on regardless).
-func (s *Server) bump(w http.ResponseWriter, r *http.Request) {
-	var req api.BumpRequest
-	if err := api.DecodeJSON(w, r, &req); err != nil {
-		s.fail(w, r, "bump", err)
-		return
-	}
-	if req.Wait.Duration > 10*time.Minute {
-		s.fail(w, r, "bump", fencing.Errorf(fencing.CodeBadRequest, "wait %s is longer than 10m; the bump continues in the background, poll fencectl status", req.Wait.Duration))
-		return
-	}
-	id := r.PathValue("id")
-	b, err := s.st.StartBump(r.Context(), id, req.ExpectedEpoch, req.To, change(r, req.Operator, req.Reason), req.ID)
-	if err != nil {
-		s.fail(w, r, "bump", err)
-		return
-	}
-	cid, _ := fencing.CanonicalValidatorID(id)
-	s.reconciler.Kick(cid)
-	extendWrite(w, req.Wait.Duration)
-	ctx, cancel := context.WithTimeout(r.Context(), req.Wait.Duration)
-	defer cancel()
-	res, err := s.st.WaitBump(ctx, cid, b, req.FirstSignatureWait.Duration)
-	if err != nil {
-		s.fail(w, r, "bump", err)
-		return
-	}
-	if !res.Done {
-		s.metrics.result("bump", fencing.CodeInProgress)
-		api.WriteJSON(w, http.StatusAccepted, res)
-		return
-	}
-	s.ok(w, "bump", http.StatusOK, res)
 }
 
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
@@ -471,7 +440,24 @@ func (s *Server) acquire(r *http.Request, req api.AcquireRequest) (any, error) {
 	if err := s.authorizeLease(r, req.Holder, req.Sidecar, req.Validator); err != nil {
 		return nil, err
 	}
+	if len(req.Problems) > 16 || len(req.Version) > 64 {
+		return nil, fencing.Errorf(fencing.CodeBadRequest, "acquire request: at most 16 problems and a version of at most 64 characters")
+	}
 	g, err := s.st.Acquire(r.Context(), req.Validator, req.Holder, req.Sidecar, req.TTLSeconds)
+	switch fencing.CodeOf(err) {
+	case fencing.CodeFenced, fencing.CodeLeaseHeld, fencing.CodeStaleEpoch:
+	default:
+		if err != nil {
+			return nil, err
+		}
+	}
+	// The request was valid: keep it as the sidecar's presence, which a
+	// bump's preflight reads. It is advisory: a failure to record it does not
+	// refuse the lease.
+	cid, _ := fencing.CanonicalValidatorID(req.Validator)
+	if perr := s.st.RecordPresence(r.Context(), cid, fencing.Presence{Holder: req.Holder, Sidecar: req.Sidecar, Problems: req.Problems, Version: req.Version}); perr != nil {
+		s.lg.Warn("could not record a sidecar's presence", "validator", cid, "sidecar", req.Sidecar, "error", perr)
+	}
 	return api.GrantResponse{Lease: g.Lease, Watermark: g.Watermark}, err
 }
 

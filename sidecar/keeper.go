@@ -10,6 +10,7 @@ import (
 
 	"github.com/validator-fencing/fencing/internal/api"
 	"github.com/validator-fencing/fencing/internal/fencing"
+	"github.com/validator-fencing/fencing/internal/version"
 )
 
 // Coordinator is the coordinator API as the sidecar uses it.
@@ -192,7 +193,7 @@ func (k *LeaseKeeper) Run(ctx context.Context) {
 	for ctx.Err() == nil {
 		// K1: acquire.
 		sent := k.now()
-		g, err := k.coord.Acquire(ctx, api.AcquireRequest{Validator: k.validator, Holder: k.holder, Sidecar: k.sidecar, TTLSeconds: int64(k.ttl / time.Second)})
+		g, err := k.coord.Acquire(ctx, api.AcquireRequest{Validator: k.validator, Holder: k.holder, Sidecar: k.sidecar, TTLSeconds: int64(k.ttl / time.Second), Version: version.String()})
 		k.noteAnswer(err)
 		if err != nil {
 			if fencing.CodeOf(err) == fencing.CodeFenced || fencing.CodeOf(err) == fencing.CodeNotFound {

@@ -107,6 +107,9 @@ func (s *Signer) SignHRS(ctx context.Context, validator string, hrs fencing.HRS,
 	if err != nil {
 		return SignResult{}, s.m.refused(g.id, err)
 	}
+	if floor != nil && floor.Abandoned && hrs.Compare(floor.HRS) == 0 {
+		floor = nil // an operator abandoned this HRS: it may be signed again (Store.Abandon)
+	}
 	again, err := g.journal.Check(hrs, digest, floor) // 2
 	if err != nil {
 		return SignResult{}, s.m.refused(g.id, err)

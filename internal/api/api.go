@@ -58,6 +58,70 @@ type BumpRequest struct {
 	// Wait) for the new holder's first journaled signature, which the
 	// timeline then shows.
 	FirstSignatureWait Duration `json:"first_signature_wait,omitzero"`
+	// Force bumps although no sidecar of To reported ready (the holder must
+	// still be known).
+	Force bool `json:"force,omitempty"`
+	// DryRun answers the plan and its checks and changes nothing.
+	DryRun bool `json:"dry_run,omitempty"`
+}
+
+// BumpPlan is a bump's dry run: what it would do and what was checked.
+type BumpPlan struct {
+	Validator string             `json:"validator"`
+	From      fencing.Epoch      `json:"from"`
+	To        string             `json:"to"`
+	Leases    []LiveLease        `json:"leases"`
+	Checks    []Check            `json:"checks"`
+	Steps     []string           `json:"steps"`
+	Standbys  []fencing.Presence `json:"standbys"`
+}
+
+// LiveLease is a live lease and the time before etcd expires it.
+type LiveLease struct {
+	Holder    string   `json:"holder"`
+	Sidecar   string   `json:"sidecar"`
+	ExpiresIn Duration `json:"expires_in"`
+}
+
+// Check is one preflight check of a bump.
+type Check struct {
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail"`
+}
+
+// BumpProgress is one line of a bump's progress stream
+// (GET /v1/validators/{id}/bumps/{bump}/progress, NDJSON): a timeline step
+// as it commits, the leases still draining (about once a second), or the
+// end.
+type BumpProgress struct {
+	Step     *fencing.TimelineEntry `json:"step,omitempty"`
+	Draining []LiveLease            `json:"draining,omitempty"`
+	Done     *fencing.BumpResult    `json:"done,omitempty"`
+	Error    *ErrorResponse         `json:"error,omitempty"`
+}
+
+// AbandonRequest declares that the signature at an HRS never reached the
+// chain (POST /v1/validators/{id}/abandon).
+type AbandonRequest struct {
+	Height   uint64       `json:"height"`
+	Round    uint64       `json:"round"`
+	Step     fencing.Step `json:"step"`
+	Operator string       `json:"operator"`
+	Reason   string       `json:"reason"`
+}
+
+// ChangeRequest is a change with no parameters but who and why
+// (DELETE /v1/validators/{id}, POST /v1/holders).
+type ChangeRequest struct {
+	Holder   string `json:"holder,omitempty"`
+	Operator string `json:"operator"`
+	Reason   string `json:"reason"`
+}
+
+// HoldersResponse lists the known holders (GET /v1/holders).
+type HoldersResponse struct {
+	Holders []fencing.HolderRecord `json:"holders"`
 }
 
 // EpochResponse carries an epoch record and its etcd revision.
@@ -87,6 +151,11 @@ type AcquireRequest struct {
 	Holder     string `json:"holder"`
 	Sidecar    string `json:"sidecar"`
 	TTLSeconds int64  `json:"ttl_seconds"`
+	// Problems says why the sidecar could not sign if granted now; the
+	// coordinator keeps it, with Version, as the sidecar's presence (what a
+	// bump's preflight checks), whether or not the lease is granted.
+	Problems []string `json:"problems,omitempty"`
+	Version  string   `json:"version,omitempty"`
 }
 
 // GrantResponse is a granted lease and the quorum watermark to start above.

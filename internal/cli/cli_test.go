@@ -44,8 +44,8 @@ func TestCommands(t *testing.T) {
 		{"status unknown", []string{"status", "nope"}, cli.ExitRefused, "not registered"},
 		{"freeze wrong epoch", []string{"freeze", "val-2", "--expected-epoch", "5", "--reason", "x"}, cli.ExitRefused, "expected epoch 5"},
 		{"freeze", []string{"freeze", "val-2", "--reason", "INC-1"}, cli.ExitOK, "revoke committed"},
-		{"bump by holder", []string{"bump", "--from", "region-a", "--to", "region-b", "--reason", "INC-1 failover"}, cli.ExitOK, "grant_committed"},
-		{"bump nothing left", []string{"bump", "--from", "region-a", "--to", "region-b", "--reason", "again"}, cli.ExitRefused, "no validator held by region-a"},
+		{"bump by holder", []string{"bump", "--from", "region-a", "--to", "region-b", "--force", "--reason", "INC-1 failover"}, cli.ExitOK, "grant_committed"},
+		{"bump nothing left", []string{"bump", "--from", "region-a", "--to", "region-b", "--force", "--reason", "again"}, cli.ExitRefused, "no validator held by region-a"},
 		{"bump both selectors", []string{"bump", "val-1", "--from", "region-b", "--to", "region-a", "--reason", "x"}, cli.ExitUsage, "not both"},
 		{"bump without to", []string{"bump", "val-1", "--reason", "x"}, cli.ExitUsage, "--to is required"},
 		{"history", []string{"history", "val-1"}, cli.ExitOK, "grant_committed"},
@@ -79,7 +79,7 @@ func TestCommands(t *testing.T) {
 func TestJSONOutput(t *testing.T) {
 	c := fencetest.Start(t, fencetest.Options{})
 	c.AddValidator(t, "val-1", "region-a")
-	code, out, errOut := run(c.URL, nil, "bump", "val-1", "--to", "region-b", "--operator", "bob", "--reason", "r", "--output", "json")
+	code, out, errOut := run(c.URL, nil, "bump", "val-1", "--to", "region-b", "--force", "--operator", "bob", "--reason", "r", "--output", "json")
 	var res []fencing.BumpResult
 	if code != cli.ExitOK || json.Unmarshal([]byte(out), &res) != nil || len(res) != 1 || !res[0].Done || len(res[0].Timeline) < 3 {
 		t.Fatalf("bump --output json = exit %d, %q (stderr %q)", code, out, errOut)

@@ -202,6 +202,7 @@ func bumpCommand() command {
 	var from, to string
 	var expected uint64
 	var timeout, firstWait time.Duration
+	var force bool
 	var ch change
 	var sc scaleOptions
 	return command{
@@ -227,6 +228,7 @@ after the grant:
 			fs.Uint64Var(&expected, "expected-epoch", 0, "refuse unless the current epoch is N (one validator only)")
 			fs.DurationVar(&timeout, "timeout", 2*time.Minute, "how long to wait for the grant (the bump continues after it)")
 			fs.DurationVar(&firstWait, "first-signature-wait", 0, "after the grant, wait this long for the new holder's first signature and show it (strict mode)")
+			fs.BoolVar(&force, "force", false, "bump although no sidecar of --to reported ready (the validator stays offline until one does)")
 			ch.flags(fs)
 			sc.flags(fs)
 		},
@@ -256,7 +258,7 @@ after the grant:
 			if expected != 0 && len(ids) != 1 {
 				return e.usageError(errors.New("--expected-epoch applies to exactly one validator"))
 			}
-			req := api.BumpRequest{ExpectedEpoch: expected, To: to, Operator: ch.operator, Reason: ch.reason,
+			req := api.BumpRequest{ExpectedEpoch: expected, To: to, Operator: ch.operator, Reason: ch.reason, Force: force,
 				Wait: api.Duration{Duration: timeout}, FirstSignatureWait: api.Duration{Duration: firstWait}}
 			if sc.enabled {
 				return e.bumpWithScale(c, ids, req, &sc)

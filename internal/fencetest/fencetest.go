@@ -14,6 +14,7 @@ import (
 	"github.com/validator-fencing/fencing/coordinator"
 	"github.com/validator-fencing/fencing/internal/api"
 	"github.com/validator-fencing/fencing/internal/etcdtest"
+	"github.com/validator-fencing/fencing/internal/fencing"
 	"github.com/validator-fencing/fencing/internal/store"
 )
 
@@ -40,6 +41,9 @@ type Options struct {
 	// Registry receives the coordinator's and its store's metrics; default
 	// a new one.
 	Registry *prometheus.Registry
+	// Holders are registered at the start (a bump's target must be known);
+	// default region-a and region-b. Give []string{} for none.
+	Holders []string
 }
 
 // Start starts a coordinator that stops when the test ends.
@@ -76,6 +80,14 @@ func Start(t testing.TB, o Options) *Coordinator {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if o.Holders == nil {
+		o.Holders = []string{"region-a", "region-b"}
+	}
+	for _, h := range o.Holders {
+		if err := st.RegisterHolder(context.Background(), h, fencing.Change{By: "test", Reason: "test"}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	return &Coordinator{URL: hs.URL, Client: cli, Store: st, Etcd: c}
 }
 
@@ -87,10 +99,11 @@ func (c *Coordinator) AddValidator(t testing.TB, id, holder string) {
 	}
 }
 
-// Bump moves id to holder to and waits for the grant or fails the test.
+// Bump moves id to holder to and waits for the grant or fails the test. It
+// forces the bump: tests that check a standby's readiness call the client.
 func (c *Coordinator) Bump(t testing.TB, id, to string) {
 	t.Helper()
-	res, err := c.Client.Bump(context.Background(), id, api.BumpRequest{To: to, Operator: "test", Reason: "test", Wait: api.Duration{Duration: 30 * time.Second}})
+	res, err := c.Client.Bump(context.Background(), id, api.BumpRequest{To: to, Operator: "test", Reason: "test", Force: true, Wait: api.Duration{Duration: 30 * time.Second}})
 	if err != nil || !res.Done {
 		t.Fatalf("Bump(%s -> %s) = %+v, %v", id, to, res, err)
 	}

@@ -195,6 +195,10 @@ type Watermark struct {
 	Digest  Digest `json:"digest"`
 	Epoch   uint64 `json:"epoch"`
 	Sidecar string `json:"sidecar"`
+	// Abandoned: an operator declared the signature at HRS never published
+	// (Store.Abandon); HRS may be signed again with any digest, nothing
+	// below it.
+	Abandoned bool `json:"abandoned,omitempty"`
 }
 
 // JournalEntry is one signature intent committed before the signature leaves
@@ -216,15 +220,18 @@ type EventKind string
 
 // Event kinds; Transition events carry From and To.
 const (
-	EventValidatorAdded EventKind = "validator_added"
-	EventFreeze         EventKind = "revoke_committed"
-	EventFenced         EventKind = "fenced"
-	EventGrant          EventKind = "grant_committed"
-	EventBumpStarted    EventKind = "bump_started"
-	EventLeaseReleased  EventKind = "lease_released"
-	EventLeaseExpired   EventKind = "lease_expired"
-	EventLateWatermark  EventKind = "late_watermark"
-	EventAudit          EventKind = "audit"
+	EventValidatorAdded   EventKind = "validator_added"
+	EventFreeze           EventKind = "revoke_committed"
+	EventFenced           EventKind = "fenced"
+	EventGrant            EventKind = "grant_committed"
+	EventBumpStarted      EventKind = "bump_started"
+	EventLeaseReleased    EventKind = "lease_released"
+	EventLeaseExpired     EventKind = "lease_expired"
+	EventLateWatermark    EventKind = "late_watermark"
+	EventHolderRegistered EventKind = "holder_registered"
+	EventAbandoned        EventKind = "hrs_abandoned"
+	EventRemoved          EventKind = "validator_removed"
+	EventAudit            EventKind = "audit"
 )
 
 // Event is one entry of events/: who did what, when, why, from and to.

@@ -30,6 +30,9 @@ const (
 	// CodeLeaseHeld: another lease of the epoch is live (at most one sidecar
 	// holds a lease at a time); retry once it is released or expired.
 	CodeLeaseHeld Code = "lease_held"
+	// CodeNotReady: a bump's preflight found no ready sidecar of the target
+	// holder; nothing changed (force it, or fix the standby).
+	CodeNotReady Code = "not_ready"
 	// CodeNoQuorum: etcd could not commit (no leader, no quorum, timeout).
 	CodeNoQuorum Code = "no_quorum"
 	// CodeUnavailable: the coordinator or another dependency is unreachable.
@@ -56,7 +59,7 @@ func (c Code) HTTPStatus() int {
 		return http.StatusForbidden
 	case CodeNotFound:
 		return http.StatusNotFound
-	case CodeConflict, CodeLeaseHeld:
+	case CodeConflict, CodeLeaseHeld, CodeNotReady:
 		return http.StatusConflict
 	case CodeFenced, CodeStaleEpoch, CodeWatermark, CodeJournal:
 		return http.StatusPreconditionFailed
@@ -73,7 +76,7 @@ func (c Code) HTTPStatus() int {
 func (c Code) Known() bool {
 	switch c {
 	case CodeFenced, CodeStaleEpoch, CodeWatermark, CodeJournal, CodeBadRequest,
-		CodeNotFound, CodeConflict, CodeLeaseHeld, CodeNoQuorum, CodeUnavailable, CodeUnauthorized,
+		CodeNotFound, CodeConflict, CodeLeaseHeld, CodeNotReady, CodeNoQuorum, CodeUnavailable, CodeUnauthorized,
 		CodeForbidden, CodeInProgress, CodeInternal:
 		return true
 	}

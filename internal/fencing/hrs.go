@@ -91,6 +91,12 @@ func (h HRS) SortKey() string {
 	return fmt.Sprintf("%020d/%020d/%d", h.Height, h.Round, h.Step.Rank())
 }
 
+// AbandonedSortKey is the largest sort key below h: a watermark there lets
+// h itself be signed again and nothing below it (an abandoned HRS).
+func (h HRS) AbandonedSortKey() string {
+	return fmt.Sprintf("%020d/%020d/%d", h.Height, h.Round, h.Step.Rank()-1)
+}
+
 // ZeroSortKey is below every real HRS; it is the watermark of a validator
 // that never signed.
 var ZeroSortKey = HRS{}.SortKey()

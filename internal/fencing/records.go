@@ -75,3 +75,30 @@ type BumpResult struct {
 	Epoch    Epoch           `json:"epoch"`
 	Timeline []TimelineEntry `json:"timeline"`
 }
+
+// HolderRecord is a known holder: registered by an operator (By, Reason),
+// or learnt from a validator or a sidecar (LearntFrom).
+type HolderRecord struct {
+	Holder       string    `json:"holder"`
+	RegisteredAt time.Time `json:"registered_at,omitzero"`
+	By           string    `json:"by,omitempty"`
+	Reason       string    `json:"reason,omitempty"`
+	Comment      string    `json:"comment,omitempty"`
+	LearntFrom   string    `json:"learnt_from,omitempty"`
+}
+
+// Presence is a sidecar's report of itself for one validator, sent with
+// every lease request, held or not: a standby reports that it could take
+// over.
+type Presence struct {
+	Holder  string `json:"holder"`
+	Sidecar string `json:"sidecar"`
+	// Problems lists why it could not sign if granted now (its local
+	// journal refuses, ...); empty means ready.
+	Problems   []string  `json:"problems,omitempty"`
+	Version    string    `json:"version,omitempty"`
+	ReportedAt time.Time `json:"reported_at"`
+}
+
+// Ready reports whether p says its sidecar could sign if granted.
+func (p Presence) Ready() bool { return len(p.Problems) == 0 }

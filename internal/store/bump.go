@@ -63,7 +63,7 @@ func (s *Store) startBump(ctx context.Context, id string, expected uint64, to st
 		return *b, nil // a retry of a bump in progress
 	}
 	if bumpID != "" && st.Bump == nil && st.Epoch.Epoch > 1 {
-		if b, ok, err := s.grantedBump(ctx, id, bumpID); err != nil || ok {
+		if b, ok, err := s.GrantedBump(ctx, id, bumpID); err != nil || ok {
 			return b, err // a retry of a bump already granted
 		}
 	}
@@ -124,15 +124,15 @@ func (s *Store) startBump(ctx context.Context, id string, expected uint64, to st
 
 var bumpIDRE = regexp.MustCompile(`^[0-9a-f]{16,64}$`)
 
-// grantedBump finds the bump bumpID of id in the history, if it was granted.
-func (s *Store) grantedBump(ctx context.Context, id, bumpID string) (fencing.Bump, bool, error) {
+// GrantedBump finds the bump bumpID of id in the history, if it was granted.
+func (s *Store) GrantedBump(ctx context.Context, id, bumpID string) (fencing.Bump, bool, error) {
 	evs, err := s.Events(ctx, id, 0)
 	if err != nil {
 		return fencing.Bump{}, false, err
 	}
 	for _, ev := range evs {
 		if ev.Kind == fencing.EventGrant && ev.BumpID == bumpID && ev.From != nil && ev.To != nil {
-			return fencing.Bump{ID: bumpID, FromEpoch: ev.From.Epoch, FromHold: ev.From.Holder, To: ev.To.Holder, By: ev.By, Reason: ev.Reason}, true, nil
+			return fencing.Bump{ID: bumpID, FromEpoch: ev.From.Epoch, FromHold: ev.From.Holder, To: ev.To.Holder, By: ev.By, Reason: ev.Reason, Comment: ev.Comment, StartedAt: ev.BumpStartedAt}, true, nil
 		}
 	}
 	return fencing.Bump{}, false, nil
@@ -373,7 +373,7 @@ func (s *Store) WaitBump(ctx context.Context, id string, b fencing.Bump, firstWa
 	}
 	tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.timeout)
 	defer cancel()
-	tl, err := s.timeline(tctx, id, b)
+	tl, err := s.Timeline(tctx, id, b)
 	if first != nil {
 		tl = append(tl, *first)
 	}
@@ -428,7 +428,9 @@ func (s *Store) firstSignature(ctx context.Context, id string, epoch uint64, wai
 	return te
 }
 
-func (s *Store) timeline(ctx context.Context, id string, b fencing.Bump) ([]fencing.TimelineEntry, error) {
+// Timeline assembles b's timeline so far from the history and the drained
+// leases of its epoch, in time order.
+func (s *Store) Timeline(ctx context.Context, id string, b fencing.Bump) ([]fencing.TimelineEntry, error) {
 	evs, err := s.Events(ctx, id, 0)
 	if err != nil {
 		return nil, err

@@ -345,3 +345,37 @@ func (s *Store) raiseWatermarkOps(l fencing.Lease, wm *fencing.Watermark) ([]cli
 		[]clientv3.Op{clientv3.OpPut(s.hrsKey(id), sk), clientv3.OpPut(s.watermarkKey(id), v)},
 		nil)}, nil
 }
+
+// LiveLease is a lease key of an epoch still alive in etcd and the time
+// until etcd expires it if nobody renews or releases it.
+type LiveLease struct {
+	Holder    string        `json:"holder"`
+	Sidecar   string        `json:"sidecar"`
+	ExpiresIn time.Duration `json:"expires_in"`
+}
+
+// LiveLeases lists the live leases of id's epoch with the time etcd gives
+// each before it expires (what a bump still waits for).
+func (s *Store) LiveLeases(ctx context.Context, id string, epoch uint64) ([]LiveLease, error) {
+	resp, err := s.get(ctx, "lease_list", s.leasePrefix(id, epoch), clientv3.WithPrefix())
+	if err != nil {
+		return nil, err
+	}
+	out := make([]LiveLease, 0, len(resp.Kvs))
+	for _, kv := range resp.Kvs {
+		holder, sidecar := splitLeaseName(string(kv.Key))
+		l := LiveLease{Holder: holder, Sidecar: sidecar}
+		err := s.op(ctx, "lease_ttl", func(ctx context.Context) error {
+			r, err := s.cli.TimeToLive(ctx, clientv3.LeaseID(kv.Lease))
+			if err == nil && r.TTL > 0 {
+				l.ExpiresIn = time.Duration(r.TTL) * time.Second
+			}
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, l)
+	}
+	return out, nil
+}

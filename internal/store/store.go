@@ -72,6 +72,7 @@ type Store struct {
 	timeout time.Duration
 	latency *prometheus.HistogramVec
 	onTrans func(fencing.Event)
+	pres    presence
 }
 
 // New returns a Store using cli. It never closes cli.

@@ -45,10 +45,82 @@ func (s *Store) AddValidator(ctx context.Context, id, holder string, c fencing.C
 		return fencing.Epoch{}, err
 	}
 	if !resp.Succeeded {
-		return fencing.Epoch{}, fencing.Errorf(fencing.CodeConflict, "validator %s is already registered; see fencectl status %s", id, id)
+		return s.readd(ctx, id, holder, c)
 	}
 	s.lg.Info("validator added", "validator", id, "holder", holder, "by", c.By)
 	return ep, nil
+}
+
+// readd registers again a validator that was removed: its epoch record,
+// watermark and journal were kept, so it continues at the next epoch, above
+// everything it ever signed (invariant 6).
+func (s *Store) readd(ctx context.Context, id, holder string, c fencing.Change) (fencing.Epoch, error) {
+	tr, err := s.txn(ctx, "readd_read", nil, []clientv3.Op{clientv3.OpGet(s.registryKey(id)), clientv3.OpGet(s.epochKey(id))}, nil)
+	if err != nil {
+		return fencing.Epoch{}, err
+	}
+	epKVs := tr.Responses[1].GetResponseRange().Kvs
+	if len(tr.Responses[0].GetResponseRange().Kvs) > 0 || len(epKVs) == 0 {
+		return fencing.Epoch{}, fencing.Errorf(fencing.CodeConflict, "validator %s is already registered; see fencectl status %s", id, id)
+	}
+	var ep fencing.Epoch
+	if err := decode(s.epochKey(id), epKVs[0].Value, &ep); err != nil {
+		return fencing.Epoch{}, err
+	}
+	next, err := ep.Grant(holder, c)
+	if err != nil {
+		return fencing.Epoch{}, err
+	}
+	ev := fencing.Event{Kind: fencing.EventValidatorAdded, From: &ep, Detail: "registered again after its removal; epoch, watermark and journal kept"}
+	if err := s.transition(ctx, "readd_validator", id, epKVs[0].ModRevision, next, ev,
+		[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(s.registryKey(id)), "=", 0), s.noLeases(id, ep.Epoch)},
+		[]clientv3.Op{clientv3.OpPut(s.registryKey(id), "")}); err != nil {
+		return fencing.Epoch{}, err
+	}
+	s.lg.Info("validator added again", "validator", id, "epoch", next.Epoch, "holder", holder, "by", c.By)
+	return next, nil
+}
+
+// RemoveValidator unregisters a fenced validator: it is no longer listed nor
+// leased, but its epoch record, watermark and journal stay, so adding it
+// again continues above everything it signed. It is refused unless the
+// validator is fenced with no bump recorded and no lease live.
+func (s *Store) RemoveValidator(ctx context.Context, id string, c fencing.Change) error {
+	id, err := fencing.CanonicalValidatorID(id)
+	if err != nil {
+		return err
+	}
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	st, err := s.Status(ctx, id)
+	if err != nil {
+		return err
+	}
+	if st.Epoch.State != fencing.StateFenced || st.Bump != nil {
+		return fencing.Errorf(fencing.CodeConflict, "validator %s is %s (epoch %d on %s); only a fenced validator with no bump in progress can be removed: fencectl freeze %s first", id, st.Epoch.State, st.Epoch.Epoch, st.Epoch.Holder, id)
+	}
+	c.At = s.now().UTC()
+	evCmp, evOp, err := s.eventOp(fencing.Event{Kind: fencing.EventRemoved, Validator: id, At: c.At, By: c.By, Reason: c.Reason, Comment: c.Comment, From: &st.Epoch, Detail: "epoch record, watermark and journal kept"})
+	if err != nil {
+		return err
+	}
+	tr, err := s.txn(ctx, "remove_validator",
+		[]clientv3.Cmp{
+			clientv3.Compare(clientv3.ModRevision(s.epochKey(id)), "=", st.Revision),
+			clientv3.Compare(clientv3.CreateRevision(s.bumpKey(id)), "=", 0),
+			s.noLeases(id, st.Epoch.Epoch),
+			evCmp,
+		},
+		[]clientv3.Op{clientv3.OpDelete(s.registryKey(id)), evOp}, nil)
+	if err != nil {
+		return err
+	}
+	if !tr.Succeeded {
+		return fencing.Errorf(fencing.CodeConflict, "validator %s changed while it was being removed; nothing was changed, re-read fencectl status", id)
+	}
+	s.lg.Info("validator removed", "validator", id, "by", c.By)
+	return nil
 }
 
 // readEpoch returns the epoch record of id and its mod revision.

@@ -176,6 +176,32 @@ func chaosSeed(t *testing.T) uint64 {
 	return binary.BigEndian.Uint64(b[:]) % 1_000_000_000
 }
 
+// TestScheduleReplays: a seed draws the same schedule every time, the
+// faults of a lane follow each other without overlapping, and the timing
+// lane draws every kind of timing fault.
+func TestScheduleReplays(t *testing.T) {
+	const dur, ttl = 330 * time.Second, 3 * time.Second
+	if a, b := schedule(42, dur, ttl, 4), schedule(42, dur, ttl, 4); !slices.Equal(a, b) {
+		t.Fatalf("schedule(42) drew %d faults, then %d different ones", len(a), len(b))
+	}
+	kinds := map[string]int{}
+	for seed := range uint64(3) {
+		end := map[string]time.Duration{}
+		for _, f := range schedule(seed, dur, ttl, 4) {
+			if f.At < end[f.Lane] {
+				t.Errorf("seed %d: %s starts before the previous fault of its lane ends (%s)", seed, f, end[f.Lane])
+			}
+			end[f.Lane] = f.At + f.For + f.By
+			kinds[f.Kind]++
+		}
+	}
+	for _, k := range []string{fStallEtcd, fLateRequest, fLateAnswer, fDupRequest, fReorderRequest, fDupBump} {
+		if kinds[k] == 0 {
+			t.Errorf("no %s in three 330s schedules", k)
+		}
+	}
+}
+
 // chaosLanes is FENCE_E2E_LANES (comma-separated) or every lane.
 func chaosLanes(t *testing.T) []string {
 	s := os.Getenv("FENCE_E2E_LANES")

@@ -134,7 +134,8 @@ func schedule(seed uint64, dur, ttl time.Duration, validators int) []fault {
 		t += f.For + u(500*time.Millisecond, 3*time.Second)
 	}
 	// Message timing: the coordinators' etcd calls reach a member after they
-	// gave up (a Txn that commits after the retry that replaced it); a
+	// gave up (a Txn that commits after the retry that replaced it), or its
+	// answers come back after they gave up (committed, reported failed); a
 	// sidecar's request or its answer arrives late; a request is executed
 	// twice (the copy late); a request is executed after a later one; an
 	// operator's bump arrives twice.
@@ -142,7 +143,7 @@ func schedule(seed uint64, dur, ttl time.Duration, validators int) []fault {
 		var f fault
 		switch n := rnd.IntN(10); {
 		case n < 3:
-			f = fault{Kind: fStallEtcd, Target: pick(regionA, regionB, regionC), By: u(2100*time.Millisecond, 4*time.Second), For: u(time.Second, 4*time.Second)}
+			f = fault{Kind: fStallEtcd, Target: pick(regionA, regionB, regionC), Mode: pick("calls", "calls", "answers"), By: u(2100*time.Millisecond, 4*time.Second), For: u(time.Second, 4*time.Second)}
 		case n < 5:
 			f = fault{Kind: fLateRequest, Target: v(), Mode: pick("acquire", "renew", "release", "journal", "watch", "any"), By: u(300*time.Millisecond, 6*time.Second), For: u(2*time.Second, 8*time.Second)}
 		case n < 6:
@@ -491,8 +492,12 @@ func (r *chaosRun) exec(f fault) {
 	case fStallEtcd:
 		p := c.etcd[f.Target]
 		m := faultproxy.Match{From: []string{c.coord[regionA].name, c.coord[regionB].name}, To: []string{p.proxies[0].Name}}
-		r.during(f, fmt.Sprintf("the coordinators' etcd calls reach %s %s late (after their --etcd-timeout)", p.name, f.By), func() (*faultproxy.Fault, error) {
-			return c.net.Delay(faultproxy.Request, m, f.By)
+		dir, what := faultproxy.Request, fmt.Sprintf("the coordinators' etcd calls reach %s", p.name)
+		if f.Mode == "answers" {
+			dir, what = faultproxy.Response, fmt.Sprintf("%s's answers reach the coordinators", p.name)
+		}
+		r.during(f, fmt.Sprintf("%s %s late (after their --etcd-timeout)", what, f.By), func() (*faultproxy.Fault, error) {
+			return c.net.Delay(dir, m, f.By)
 		})
 	case fLateRequest, fLateAnswer:
 		dir, what := faultproxy.Request, "requests"

@@ -398,11 +398,13 @@ func TestEtcdStallAppliesTxnAfterClientGaveUp(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	f, err := n.Delay(Request, Match{From: []string{"coord-a"}, To: []string{"etcd-a/client"}}, 1500*time.Millisecond)
+	// etcd gets the Txn 2s after it was sent, with the second the client
+	// waited left of its deadline, and the cancellation a second later.
+	f, err := n.Delay(Request, Match{From: []string{"coord-a"}, To: []string{"etcd-a/client"}}, 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel = context.WithTimeout(context.Background(), 500*time.Millisecond)
+	ctx, cancel = context.WithTimeout(context.Background(), time.Second)
 	_, err = cli.Txn(ctx).Then(clientv3.OpPut("late", "applied")).Commit()
 	cancel()
 	if !errors.Is(err, context.DeadlineExceeded) && !strings.Contains(fmt.Sprint(err), "DeadlineExceeded") {

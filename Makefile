@@ -50,11 +50,14 @@ clean:
 	rm -rf $(BIN) .demo
 
 # A long run of the end-to-end fault suite with one seed (docs/drill.md):
-#   make soak SEED=123456 DURATION=30m [SOAK=TestChaosLeaseMode]
+#   make soak SEED=123456 DURATION=30m [SOAK=TestChaosLeaseMode] [LANES=timing,sidecar]
 # SEED empty draws one (printed); the same seed replays the same schedule.
+# LANES runs only those lanes of it (network, coord, sidecar, timing: late,
+# duplicated and reordered messages); empty runs all four.
 SEED     ?=
 DURATION ?= 10m
 SOAK     ?= TestChaos
+LANES    ?=
 .PHONY: soak
 soak:
-	FENCE_E2E_SEED=$(SEED) FENCE_E2E_DURATION=$(DURATION) $(GO) test -v -count=1 -run '^$(SOAK)$$' -timeout 24h ./e2e/
+	FENCE_E2E_SEED=$(SEED) FENCE_E2E_DURATION=$(DURATION) FENCE_E2E_LANES=$(LANES) $(GO) test -v -count=1 -run '^$(SOAK)$$' -timeout 24h ./e2e/

@@ -7,6 +7,7 @@ import (
 	"github.com/validator-fencing/fencing/sidecar"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -30,15 +31,19 @@ type fault struct {
 	At     time.Duration // from the start of the run
 	Lane   string        // faults of one lane never overlap
 	Kind   string
-	Target string        // a region, or a validator index
-	Mode   string        // partition: drop/blackhole; skew: slow/fast; kill: active/standby
+	Target string        // a region, a validator index, or the operator
+	Mode   string        // partition: drop/blackhole; skew: slow/fast; kill: active/standby; timing: which requests
 	For    time.Duration // how long the fault lasts (down time for kills)
+	By     time.Duration // timing: how late the messages arrive
 }
 
 func (f fault) String() string {
 	s := fmt.Sprintf("+%7.2fs  %-8s %-24s %-9s", f.At.Seconds(), f.Lane, f.Kind, f.Target)
 	if f.Mode != "" {
 		s += " " + f.Mode
+	}
+	if f.By > 0 {
+		s += fmt.Sprintf(" %.2fs late", f.By.Seconds())
 	}
 	if f.For > 0 {
 		s += fmt.Sprintf(" for %.2fs", f.For.Seconds())
@@ -57,12 +62,34 @@ const (
 	fKillSidecar     = "kill-9-sidecar"
 	fKillAtJournal   = "kill-9-sidecar-at-journal"
 	fSkewSidecar     = "clock-skew-sidecar"
+	fStallEtcd       = "stall-etcd-member"
+	fLateRequest     = "late-sidecar-request"
+	fLateAnswer      = "late-coordinator-answer"
+	fDupRequest      = "duplicate-sidecar-request"
+	fReorderRequest  = "reorder-sidecar-requests"
+	fDupBump         = "duplicate-operator-bump"
 	fOperatorBumpKey = "operator-bump"
 )
 
-// schedule draws the faults of a run from seed: three lanes (network and
-// etcd, coordinators, sidecars) whose faults may overlap each other but not
-// themselves, so that a quorum always comes back.
+// lanes of the schedule; FENCE_E2E_LANES runs a subset.
+var lanes = []string{"network", "coord", "sidecar", "timing"}
+
+// sidecarRequests are the request lines (prefixes) a timing fault on a
+// sidecar's traffic to the coordinators picks from; "any" is every request.
+var sidecarRequests = map[string]string{
+	"acquire": "POST /v1/leases ",
+	"renew":   "POST /v1/leases/renew ",
+	"release": "POST /v1/leases/release ",
+	"journal": "POST /v1/journal",
+	"watch":   "GET /v1/validators/",
+	"any":     "",
+}
+
+// schedule draws the faults of a run from seed: four lanes (network and
+// etcd, coordinators, sidecars, message timing) whose faults may overlap
+// each other but not themselves, so that a quorum always comes back. The
+// timing lane is drawn last, so the other lanes of a seed are what they were
+// before it existed.
 func schedule(seed uint64, dur, ttl time.Duration, validators int) []fault {
 	rnd := rand.New(rand.NewPCG(seed, 0x7363686564))
 	u := func(lo, hi time.Duration) time.Duration { return lo + time.Duration(rnd.Int64N(int64(hi-lo)+1)) }
@@ -107,6 +134,32 @@ func schedule(seed uint64, dur, ttl time.Duration, validators int) []fault {
 		out = append(out, f)
 		t += f.For + u(500*time.Millisecond, 3*time.Second)
 	}
+	// Message timing: the coordinators' etcd calls reach a member after they
+	// gave up (a Txn that commits after the retry that replaced it), or its
+	// answers come back after they gave up (committed, reported failed); a
+	// sidecar's request or its answer arrives late; a request is executed
+	// twice (the copy late); a request is executed after a later one; an
+	// operator's bump arrives twice.
+	for t := u(2*time.Second, 5*time.Second); t < dur; {
+		var f fault
+		switch n := rnd.IntN(10); {
+		case n < 3:
+			f = fault{Kind: fStallEtcd, Target: pick(regionA, regionB, regionC), Mode: pick("calls", "calls", "answers"), By: u(2100*time.Millisecond, 4*time.Second), For: u(time.Second, 4*time.Second)}
+		case n < 5:
+			f = fault{Kind: fLateRequest, Target: v(), Mode: pick("acquire", "renew", "release", "journal", "watch", "any"), By: u(300*time.Millisecond, 6*time.Second), For: u(2*time.Second, 8*time.Second)}
+		case n < 6:
+			f = fault{Kind: fLateAnswer, Target: v(), Mode: pick("acquire", "renew", "release", "journal", "watch", "any"), By: u(300*time.Millisecond, 6*time.Second), For: u(2*time.Second, 8*time.Second)}
+		case n < 8:
+			f = fault{Kind: fDupRequest, Target: v(), Mode: pick("acquire", "renew", "release", "journal"), By: u(0, 2*ttl), For: u(2*time.Second, 8*time.Second)}
+		case n < 9:
+			f = fault{Kind: fReorderRequest, Target: v(), Mode: pick("acquire", "renew", "release", "journal"), For: u(6*time.Second, 12*time.Second)}
+		default:
+			f = fault{Kind: fDupBump, Target: operator, By: u(0, 2*ttl), For: u(2*time.Second, 6*time.Second)}
+		}
+		f.Lane, f.At = "timing", t
+		out = append(out, f)
+		t += f.For + f.By + u(time.Second, 4*time.Second)
+	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].At < out[j].At })
 	return out
 }
@@ -123,6 +176,48 @@ func chaosSeed(t *testing.T) uint64 {
 	var b [8]byte
 	_, _ = crand.Read(b[:])
 	return binary.BigEndian.Uint64(b[:]) % 1_000_000_000
+}
+
+// TestScheduleReplays: a seed draws the same schedule every time, the
+// faults of a lane follow each other without overlapping, and the timing
+// lane draws every kind of timing fault.
+func TestScheduleReplays(t *testing.T) {
+	const dur, ttl = 330 * time.Second, 3 * time.Second
+	if a, b := schedule(42, dur, ttl, 4), schedule(42, dur, ttl, 4); !slices.Equal(a, b) {
+		t.Fatalf("schedule(42) drew %d faults, then %d different ones", len(a), len(b))
+	}
+	kinds := map[string]int{}
+	for seed := range uint64(3) {
+		end := map[string]time.Duration{}
+		for _, f := range schedule(seed, dur, ttl, 4) {
+			if f.At < end[f.Lane] {
+				t.Errorf("seed %d: %s starts before the previous fault of its lane ends (%s)", seed, f, end[f.Lane])
+			}
+			end[f.Lane] = f.At + f.For + f.By
+			kinds[f.Kind]++
+		}
+	}
+	for _, k := range []string{fStallEtcd, fLateRequest, fLateAnswer, fDupRequest, fReorderRequest, fDupBump} {
+		if kinds[k] == 0 {
+			t.Errorf("no %s in three 330s schedules", k)
+		}
+	}
+}
+
+// chaosLanes is FENCE_E2E_LANES (comma-separated) or every lane.
+func chaosLanes(t *testing.T) []string {
+	s := os.Getenv("FENCE_E2E_LANES")
+	if s == "" {
+		return lanes
+	}
+	var out []string
+	for l := range strings.SplitSeq(s, ",") {
+		if l = strings.TrimSpace(l); !slices.Contains(lanes, l) {
+			t.Fatalf("FENCE_E2E_LANES=%q: lane %q unknown; use a comma-separated list of %s", s, l, strings.Join(lanes, ", "))
+		}
+		out = append(out, l)
+	}
+	return out
 }
 
 // chaosRun is the state of one TestChaos run.
@@ -174,8 +269,14 @@ func runChaos(t *testing.T, mode string, minDur, maxDur time.Duration, needRound
 		minDur, maxDur, needRounds = d, d, 0
 	}
 	validators := 4
-	faults := schedule(seed, maxDur, ttl, validators)
-	fmt.Printf("e2e: %s seed %d (FENCE_E2E_SEED=%d reproduces the schedule), %s mode, %d validators, run %s..%s, %d faults scheduled\n", t.Name(), seed, seed, mode, validators, minDur, maxDur, len(faults))
+	run := chaosLanes(t)
+	var faults []fault
+	for _, f := range schedule(seed, maxDur, ttl, validators) {
+		if slices.Contains(run, f.Lane) {
+			faults = append(faults, f)
+		}
+	}
+	fmt.Printf("e2e: %s seed %d (FENCE_E2E_SEED=%d reproduces the schedule), %s mode, %d validators, run %s..%s, %d faults scheduled in lanes %s\n", t.Name(), seed, seed, mode, validators, minDur, maxDur, len(faults), strings.Join(run, ","))
 	c := newCluster(t, clusterOptions{Validators: validators, Mode: mode, TTL: ttl, Margin: 1500 * time.Millisecond, Seed: seed})
 	r := &chaosRun{c: c, start: time.Now(), faults: faults, rnd: rand.New(rand.NewPCG(seed, 0x6f70)), executed: map[string]int{}}
 	r.until = func() bool {
@@ -195,12 +296,12 @@ func runChaos(t *testing.T, mode string, minDur, maxDur time.Duration, needRound
 		printSchedule()
 	}
 
-	var lanes sync.WaitGroup
-	for _, lane := range []string{"network", "coord", "sidecar"} {
-		lanes.Go(func() { r.runLane(lane) })
+	var running sync.WaitGroup
+	for _, lane := range run {
+		running.Go(func() { r.runLane(lane) })
 	}
-	lanes.Go(r.operate)
-	lanes.Wait()
+	running.Go(r.operate)
+	running.Wait()
 	c.logf("faults over after %s; settling", time.Since(r.start).Round(time.Millisecond))
 	c.settle()
 	time.Sleep(2 * time.Second)
@@ -390,8 +491,79 @@ func (r *chaosRun) exec(f fault) {
 		if err := p.start(); err != nil {
 			c.t.Errorf("restart %s: %v", p.name, err)
 		}
+	case fStallEtcd:
+		p := c.etcd[f.Target]
+		m := faultproxy.Match{From: []string{c.coord[regionA].name, c.coord[regionB].name}, To: []string{p.proxies[0].Name}}
+		dir, what := faultproxy.Request, fmt.Sprintf("the coordinators' etcd calls reach %s", p.name)
+		if f.Mode == "answers" {
+			dir, what = faultproxy.Response, fmt.Sprintf("%s's answers reach the coordinators", p.name)
+		}
+		r.during(f, fmt.Sprintf("%s %s late (after their --etcd-timeout)", what, f.By), func() (*faultproxy.Fault, error) {
+			return c.net.Delay(dir, m, f.By)
+		})
+	case fLateRequest, fLateAnswer:
+		dir, what := faultproxy.Request, "requests"
+		if f.Kind == fLateAnswer {
+			dir, what = faultproxy.Response, "answers to requests"
+		}
+		r.during(f, fmt.Sprintf("%s %s of %s arrive %s late", f.Mode, what, strings.Join(r.sidecarNames(f.Target), ","), f.By), func() (*faultproxy.Fault, error) {
+			return c.net.Delay(dir, r.sidecarMatch(f), f.By)
+		})
+	case fDupRequest:
+		r.during(f, fmt.Sprintf("the next %s request of %s is executed twice, the copy %s late", f.Mode, strings.Join(r.sidecarNames(f.Target), ","), f.By), func() (*faultproxy.Fault, error) {
+			return c.net.Duplicate(r.sidecarMatch(f), f.By, 1)
+		})
+	case fReorderRequest:
+		r.during(f, fmt.Sprintf("the next %s request of %s is held until a later one was answered", f.Mode, strings.Join(r.sidecarNames(f.Target), ",")), func() (*faultproxy.Fault, error) {
+			return c.net.Reorder(r.sidecarMatch(f), f.For)
+		})
+	case fDupBump:
+		m := faultproxy.Match{From: []string{"fencectl"}, To: r.coordinatorProxies(), Request: "POST /v1/validators/"}
+		r.during(f, fmt.Sprintf("the operator's next bump request is executed twice, the copy %s late", f.By), func() (*faultproxy.Fault, error) {
+			return c.net.Duplicate(m, f.By, 1)
+		})
 	}
 	r.count(f.Kind)
+}
+
+// during installs a timing fault, keeps it for f.For or until it is used
+// up, and stops it (bytes it delayed keep their delivery time).
+func (r *chaosRun) during(f fault, what string, install func() (*faultproxy.Fault, error)) {
+	c := r.c
+	tf, err := install()
+	if err != nil {
+		c.t.Errorf("%s: %v", f, err)
+		return
+	}
+	c.logf("fault: %s, for up to %s", what, f.For)
+	t := time.NewTimer(f.For)
+	select {
+	case <-tf.Done():
+	case <-t.C:
+	}
+	t.Stop()
+	tf.Stop()
+	detail := ""
+	if f.Kind == fReorderRequest {
+		detail = fmt.Sprintf(", overtaken by a later request: %t", tf.Overtaken())
+	}
+	c.logf("fault: over: %s (%d hits%s)", tf, tf.Hits(), detail)
+}
+
+// sidecarNames are the two sidecars of validator target.
+func (r *chaosRun) sidecarNames(target string) []string {
+	v := r.validator(target)
+	return []string{r.c.sidecar(v, regionA).name, r.c.sidecar(v, regionB).name}
+}
+
+// sidecarMatch selects the requests f.Mode of f.Target's sidecars to the
+// coordinators.
+func (r *chaosRun) sidecarMatch(f fault) faultproxy.Match {
+	return faultproxy.Match{From: r.sidecarNames(f.Target), To: r.coordinatorProxies(), Request: sidecarRequests[f.Mode]}
+}
+
+func (r *chaosRun) coordinatorProxies() []string {
+	return []string{r.c.coord[regionA].proxies[0].Name, r.c.coord[regionB].proxies[0].Name}
 }
 
 func (r *chaosRun) validator(target string) *validator {
@@ -484,8 +656,8 @@ func (r *chaosRun) report(name string, seed uint64, in drill.CheckInput, rep *dr
 	coop, part := handovers(in.Events)
 	fmt.Fprintf(&b, "    handover revoke->grant, cooperative: %s\n", stats(coop))
 	fmt.Fprintf(&b, "    handover revoke->grant, a lease expired (partition, pause, kill): %s (TTL %s)\n", stats(part), c.o.TTL)
-	fmt.Fprintf(&b, "    proxies: %d connections, %d refused, %d held (blackhole), %d cut; observer watch restarts %d\n",
-		c.net.Accepted.Load(), c.net.Refused.Load(), c.net.Held.Load(), c.net.Cut.Load(), c.obs.WatchErrors())
+	fmt.Fprintf(&b, "    proxies: %d connections, %d refused, %d held (blackhole), %d cut; %d chunks delayed, %d requests duplicated, %d reordered; observer watch restarts %d\n",
+		c.net.Accepted.Load(), c.net.Refused.Load(), c.net.Held.Load(), c.net.Cut.Load(), c.net.Delayed.Load(), c.net.Duplicated.Load(), c.net.Reordered.Load(), c.obs.WatchErrors())
 	fmt.Print(b.String())
 }
 

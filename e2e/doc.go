@@ -18,5 +18,6 @@
 //
 //	FENCE_E2E_SEED       seed of the fault schedule (default: random, printed)
 //	FENCE_E2E_DURATION   run TestChaos this long instead of until 200 rounds
+//	FENCE_E2E_LANES      run only these lanes of the schedule (comma-separated)
 //	FENCE_E2E_KEEP       keep the binaries' build directory (for debugging)
 package e2e

@@ -1,10 +1,11 @@
 // Package faultproxy is a userspace TCP proxy that injects network faults:
 // it sits in front of a process's port and drops or blackholes the
-// connections that cross a partition between regions. It needs no root and no
-// kernel support (no tc netem, no iptables), so it runs in any CI.
+// connections that cross a partition between regions, and delivers messages
+// late, twice or out of order. It needs no root and no kernel support (no tc
+// netem, no iptables), so it runs in any CI.
 //
-// A Network holds the partition policy and every Proxy that enforces it.
-// Each Proxy forwards one listening address to one target and belongs to the
+// A Network holds the fault policy and every Proxy that enforces it. Each
+// Proxy forwards one listening address to one target and belongs to the
 // target's region; the source of each accepted connection is found by a
 // Classifier (the PIDTable reads /proc on Linux to find which child process
 // opened it). A connection between regions A and B is allowed unless A or B
@@ -17,9 +18,34 @@
 //
 // Heal ends an isolation: held bytes flow again, as after a real transient
 // partition, unless an endpoint gave up and closed its side meanwhile.
+//
+// Timing faults change when bytes arrive, never what arrives: each
+// connection's bytes still reach the other end exactly once and in order (a
+// duplicate goes on a second connection of its own). A Match selects the
+// traffic by source process, proxy and HTTP/1 request line. Each fault is
+// installed on the Network, ended by Fault.Stop, and deterministic given its
+// parameters (a seeded schedule draws them):
+//
+//	| fault     | what arrives late                                                    |
+//	|-----------|----------------------------------------------------------------------|
+//	| Delay     | the bytes of one direction (Request: client to target; Response:     |
+//	|           | back), each a fixed time after the proxy read it. On HTTP/2 (gRPC)   |
+//	|           | a call reaches the target after its client gave up, the client's     |
+//	|           | cancellation trailing it by as long as the client waited             |
+//	| Duplicate | a second copy of a request, a fixed time after the original, on a    |
+//	|           | connection of its own whose answer is discarded: executed twice      |
+//	| Reorder   | a request held until a later matching request on another connection |
+//	|           | was answered (or a deadline passed), then delivered with its         |
+//	|           | original spacing: executed after the later one                       |
+//
+// Stop ends a fault for new traffic: what it delayed keeps its delivery time
+// and a held request is released. Release also delivers at once everything
+// the fault still holds. Closing a connection, cutting it (Drop) or closing
+// the Proxy discards what was held for it, as a reset would.
 package faultproxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -79,9 +105,16 @@ type Network struct {
 	changed  chan struct{} // closed and replaced on every policy change
 	proxies  []*Proxy
 	hook     Hook
+	faults   []*Fault // timing faults in effect
 
-	// Counters for reports.
-	Accepted, Refused, Held, Cut atomic.Int64
+	// timing is len(faults): connections skip the policy while it is 0.
+	timing atomic.Int32
+
+	// Counters for reports: connections accepted, refused (Drop), held
+	// (Blackhole) and cut; chunks delayed, requests duplicated and requests
+	// reordered (released after a later one was answered).
+	Accepted, Refused, Held, Cut   atomic.Int64
+	Delayed, Duplicated, Reordered atomic.Int64
 }
 
 // NewNetwork returns a network whose proxies classify sources with c.
@@ -107,7 +140,7 @@ func (n *Network) Isolate(region string, m Mode) {
 	}
 }
 
-// Heal ends every isolation.
+// Heal ends every isolation (timing faults end with their Stop).
 func (n *Network) Heal() {
 	n.mu.Lock()
 	clear(n.isolated)
@@ -170,10 +203,14 @@ type Proxy struct {
 	net    *Network
 	ln     net.Listener
 	target atomic.Pointer[string]
+	// closing is closed by Close: duplicates and held bytes give up.
+	closing chan struct{}
 
-	mu    sync.Mutex
-	conns map[*link]struct{}
-	wg    sync.WaitGroup
+	mu     sync.Mutex
+	closed bool
+	conns  map[*link]struct{}
+	dups   map[net.Conn]struct{} // connections of duplicates
+	wg     sync.WaitGroup
 }
 
 // Listen starts a proxy for region on addr (use 127.0.0.1:0) forwarding to
@@ -183,7 +220,7 @@ func (n *Network) Listen(name, region, addr, target string) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxy %s: %w", name, err)
 	}
-	p := &Proxy{Name: name, Region: region, net: n, ln: ln, conns: map[*link]struct{}{}}
+	p := &Proxy{Name: name, Region: region, net: n, ln: ln, closing: make(chan struct{}), conns: map[*link]struct{}{}, dups: map[net.Conn]struct{}{}}
 	p.SetTarget(target)
 	n.mu.Lock()
 	n.proxies = append(n.proxies, p)
@@ -202,12 +239,20 @@ func (p *Proxy) URL() string { return "http://" + p.Addr() }
 // elsewhere).
 func (p *Proxy) SetTarget(target string) { p.target.Store(&target) }
 
-// Close stops accepting and closes every connection.
+// Close stops accepting, closes every connection (discarding what timing
+// faults hold for them) and returns when every goroutine of the proxy ended.
 func (p *Proxy) Close() {
 	_ = p.ln.Close()
 	p.mu.Lock()
+	if !p.closed {
+		p.closed = true
+		close(p.closing)
+	}
 	for l := range p.conns {
 		l.close()
+	}
+	for c := range p.dups {
+		_ = c.Close()
 	}
 	p.mu.Unlock()
 	p.wg.Wait()
@@ -233,16 +278,27 @@ func (p *Proxy) serve() {
 	}
 }
 
-// link is one proxied connection.
+// link is one proxied connection: a pump per direction reads and a queue per
+// direction delivers (the pump itself while nothing is waiting, a writer
+// goroutine while timing faults hold bytes).
 type link struct {
+	p      *Proxy
 	src    Source
 	client net.Conn
 	done   chan struct{}
 	once   sync.Once
+	wg     sync.WaitGroup // pumps and writers
+	ends   atomic.Int32   // directions whose EOF was passed on
+	out    [2]*queue      // by Direction
 
-	mu      sync.Mutex
-	server  net.Conn
-	request string
+	mu        sync.Mutex
+	server    net.Conn
+	request   string   // the last request line the client sent
+	overtakes []*Fault // reorders this connection's request releases once answered
+
+	// The request pump's own state (timing.go).
+	hold *hold    // the current request is held by a Reorder
+	dup  *dupConn // the current request is copied to a duplicate
 }
 
 func (l *link) close() {
@@ -257,6 +313,14 @@ func (l *link) close() {
 	})
 }
 
+// ended records that one direction passed its EOF on; after both the
+// connection is over.
+func (l *link) ended() {
+	if l.ends.Add(1) == 2 {
+		l.close()
+	}
+}
+
 func (p *Proxy) cutBlocked() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -268,17 +332,17 @@ func (p *Proxy) cutBlocked() {
 	}
 }
 
-// gate waits until l may pass bytes; false means l was closed.
-func (p *Proxy) gate(l *link) bool {
+// pass waits until src's bytes may reach p's region: true once open, false
+// when a Drop cuts them or done is closed first.
+func (p *Proxy) pass(src Source, done <-chan struct{}) bool {
 	held := false
 	for {
-		m, changed := p.net.verdict(l.src.Region, p.Region)
+		m, changed := p.net.verdict(src.Region, p.Region)
 		switch m {
 		case Open:
 			return true
 		case Drop:
 			p.net.Cut.Add(1)
-			l.close()
 			return false
 		}
 		if !held {
@@ -287,19 +351,34 @@ func (p *Proxy) gate(l *link) bool {
 		}
 		select {
 		case <-changed:
-		case <-l.done:
+		case <-done:
 			return false
 		}
 	}
 }
 
+// gate waits until l may pass bytes; false means l was closed.
+func (p *Proxy) gate(l *link) bool {
+	if p.pass(l.src, l.done) {
+		return true
+	}
+	l.close()
+	return false
+}
+
 func (p *Proxy) handle(c net.Conn) {
-	l := &link{src: p.net.classify(c), client: c, done: make(chan struct{})}
+	l := &link{p: p, src: p.net.classify(c), client: c, done: make(chan struct{})}
 	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		_ = c.Close()
+		return
+	}
 	p.conns[l] = struct{}{}
 	p.mu.Unlock()
 	defer func() {
 		l.close()
+		l.endDuplicate()
 		p.mu.Lock()
 		delete(p.conns, l)
 		p.mu.Unlock()
@@ -330,16 +409,22 @@ func (p *Proxy) handle(c net.Conn) {
 		return
 	default:
 	}
-	var wg sync.WaitGroup
-	wg.Go(func() { p.pump(l, c, s, true) })
-	wg.Go(func() { p.pump(l, s, c, false) })
-	wg.Wait()
+	l.out[Request], l.out[Response] = &queue{w: s}, &queue{w: c}
+	l.wg.Go(func() { p.pump(l, Request) })
+	l.wg.Go(func() { p.pump(l, Response) })
+	l.wg.Wait()
 }
 
-// pump copies from r to w through the gate. toServer is the client's
-// direction.
-func (p *Proxy) pump(l *link, r, w net.Conn, toServer bool) {
-	defer l.close()
+// pump reads one direction of l and hands each chunk to that direction's
+// queue, after the partition gate, the hook and the timing faults had their
+// say.
+func (p *Proxy) pump(l *link, dir Direction) {
+	r := l.client
+	if dir == Response {
+		l.mu.Lock()
+		r = l.server
+		l.mu.Unlock()
+	}
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := r.Read(buf)
@@ -347,11 +432,13 @@ func (p *Proxy) pump(l *link, r, w net.Conn, toServer bool) {
 			if !p.gate(l) {
 				return
 			}
-			if toServer {
-				if line := requestLine(buf[:n]); line != "" {
+			c := chunk{data: buf[:n]}
+			if dir == Request {
+				if line := requestLine(c.data); line != "" {
 					l.mu.Lock()
 					l.request = line
 					l.mu.Unlock()
+					c.line = line
 				}
 			} else if h := p.net.currentHook(); h != nil {
 				l.mu.Lock()
@@ -359,24 +446,121 @@ func (p *Proxy) pump(l *link, r, w net.Conn, toServer bool) {
 				l.mu.Unlock()
 				if h(l.src, req) {
 					p.net.Cut.Add(1)
+					l.close()
 					return
 				}
 			}
-			if _, werr := w.Write(buf[:n]); werr != nil {
+			p.net.shape(l, dir, &c, time.Now())
+			if !l.out[dir].send(l, c) {
 				return
 			}
 		}
 		if err != nil {
 			if errors.Is(err, io.EOF) {
-				// Half close: pass the EOF on, keep the other direction.
-				if tc, ok := w.(*net.TCPConn); ok {
-					_ = tc.CloseWrite()
-					<-l.done
-				}
+				// Half close: pass the EOF on in order, keep the other
+				// direction.
+				c := chunk{eof: true}
+				p.net.shape(l, dir, &c, time.Now())
+				l.out[dir].send(l, c)
+				return
 			}
+			l.close()
 			return
 		}
 	}
+}
+
+// maxQueued bounds the bytes a direction holds for timing faults; a pump
+// that finds its queue full waits (TCP backpressure, as a blackhole).
+const maxQueued = 4 << 20
+
+// queue delivers one direction of a link in order. While no writer
+// goroutine runs and a chunk is due, the pump writes it itself; otherwise
+// the chunk is queued and a writer delivers the queue.
+type queue struct {
+	w net.Conn
+
+	mu    sync.Mutex
+	items []chunk
+	size  int
+	busy  bool          // a writer goroutine owns w
+	space chan struct{} // closed when size drops below maxQueued
+}
+
+// send delivers c now or queues it; false means l is closed.
+func (q *queue) send(l *link, c chunk) bool {
+	q.mu.Lock()
+	for q.size >= maxQueued {
+		if q.space == nil {
+			q.space = make(chan struct{})
+		}
+		space := q.space
+		q.mu.Unlock()
+		select {
+		case <-space:
+		case <-l.done:
+			return false
+		}
+		q.mu.Lock()
+	}
+	if !q.busy && c.due(time.Now()) {
+		q.mu.Unlock()
+		return l.write(q.w, c)
+	}
+	c.data = bytes.Clone(c.data)
+	q.items = append(q.items, c)
+	q.size += len(c.data)
+	if !q.busy {
+		q.busy = true
+		l.wg.Go(func() { l.drain(q) })
+	}
+	q.mu.Unlock()
+	return true
+}
+
+// drain writes the queue out, each chunk at its time, until it is empty.
+func (l *link) drain(q *queue) {
+	for {
+		q.mu.Lock()
+		if len(q.items) == 0 {
+			q.busy = false
+			q.mu.Unlock()
+			return
+		}
+		c := q.items[0]
+		q.mu.Unlock()
+		// A partition that started meanwhile holds or cuts late bytes too.
+		if !c.wait(l.done) || !l.p.gate(l) || !l.write(q.w, c) {
+			return
+		}
+		q.mu.Lock()
+		q.items[0] = chunk{}
+		q.items = q.items[1:]
+		q.size -= len(c.data)
+		if q.space != nil && q.size < maxQueued {
+			close(q.space)
+			q.space = nil
+		}
+		q.mu.Unlock()
+	}
+}
+
+// write passes c on to w; false means l is closed.
+func (l *link) write(w net.Conn, c chunk) bool {
+	if c.eof {
+		if tc, ok := w.(*net.TCPConn); ok {
+			_ = tc.CloseWrite()
+			l.ended()
+			return true
+		}
+		l.close()
+		return false
+	}
+	if _, err := w.Write(c.data); err != nil {
+		l.close()
+		return false
+	}
+	return true
 }
 
 // requestLine returns the first line of b when b starts an HTTP request.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"strconv"
 	"strings"
 	"time"
 
@@ -38,17 +39,6 @@ type Record struct {
 	fencing.JournalEntry
 }
 
-// recordLine is a record as written, members in this order.
-type recordLine struct {
-	Seq       uint64         `json:"seq"`
-	Validator string         `json:"validator"`
-	HRS       fencing.HRS    `json:"hrs"`
-	Digest    fencing.Digest `json:"digest"`
-	Epoch     uint64         `json:"epoch"`
-	Sidecar   string         `json:"sidecar"`
-	At        time.Time      `json:"at"`
-}
-
 // header is the first line of every file. A segment has FirstSeq; a
 // checkpoint has NextSeq and Records.
 type header struct {
@@ -61,15 +51,20 @@ type header struct {
 	Records  int    `json:"records,omitempty"`
 }
 
-// appendLine appends v as one line: its JSON object with a last member
-// "crc", the CRC-32C of the bytes before `,"crc"`, and a newline.
+// appendLine appends v (a header) as one line: its JSON object with a last
+// member "crc", the CRC-32C of the bytes before `,"crc"`, and a newline.
 func appendLine(dst []byte, v any) ([]byte, error) {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return dst, err
 	}
 	start := len(dst)
-	dst = append(dst, b[:len(b)-1]...) // without the closing brace
+	return sealLine(append(dst, b[:len(b)-1]...), start) // without the closing brace
+}
+
+// sealLine ends the line begun at dst[start:] with its crc member, the
+// closing brace and the newline.
+func sealLine(dst []byte, start int) ([]byte, error) {
 	sum := crc32.Checksum(dst[start:], castagnoli)
 	dst = append(dst, crcPrefix...)
 	dst = hex.AppendEncode(dst, []byte{byte(sum >> 24), byte(sum >> 16), byte(sum >> 8), byte(sum)})
@@ -81,12 +76,49 @@ func appendLine(dst []byte, v any) ([]byte, error) {
 	return dst, nil
 }
 
-// appendRecord appends r's line. It is the only way a record is written.
+// The members of a record line, in order.
+const (
+	keySeq       = `{"seq":`
+	keyValidator = `,"validator":"`
+	keyHeight    = `","hrs":{"height":`
+	keyRound     = `,"round":`
+	keyStep      = `,"step":"`
+	keyDigest    = `"},"digest":"0x`
+	keyEpoch     = `","epoch":`
+	keySidecar   = `,"sidecar":"`
+	keyAt        = `","at":"`
+	keyEnd       = `"`
+)
+
+// appendRecord appends r's line. It is the only way a record is written;
+// r must have passed validateEntry (its names then need no JSON escaping).
 func appendRecord(dst []byte, r Record) ([]byte, error) {
-	return appendLine(dst, recordLine{
-		Seq: r.Seq, Validator: r.Validator, HRS: r.HRS, Digest: r.Digest,
-		Epoch: r.Epoch, Sidecar: r.Sidecar, At: r.At.UTC(),
-	})
+	if !plain(r.Validator) || !plain(r.Sidecar) || !plain(string(r.HRS.Step)) {
+		return dst, errors.New("a name holds a character that needs escaping: validate the entry first")
+	}
+	start := len(dst)
+	dst = strconv.AppendUint(append(dst, keySeq...), r.Seq, 10)
+	dst = append(append(dst, keyValidator...), r.Validator...)
+	dst = strconv.AppendUint(append(dst, keyHeight...), r.HRS.Height, 10)
+	dst = strconv.AppendUint(append(dst, keyRound...), r.HRS.Round, 10)
+	dst = append(append(dst, keyStep...), r.HRS.Step...)
+	dst = hex.AppendEncode(append(dst, keyDigest...), r.Digest[:])
+	dst = strconv.AppendUint(append(dst, keyEpoch...), r.Epoch, 10)
+	dst = append(append(dst, keySidecar...), r.Sidecar...)
+	dst = r.At.UTC().AppendFormat(append(dst, keyAt...), time.RFC3339Nano)
+	dst = append(dst, keyEnd...)
+	return sealLine(dst, start)
+}
+
+// plain reports whether s is printable ASCII without a quote or backslash:
+// a JSON string that needs no escaping.
+func plain(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 // checkLine verifies line's checksum (line without its newline).
@@ -106,64 +138,153 @@ func checkLine(line []byte) error {
 	return nil
 }
 
-// canonical fails unless line (without its newline) is exactly what the
-// writer writes for v, so that a hand-edited line is never read as a record.
+// errNotCanonical is a line that is not exactly what the writer writes.
+var errNotCanonical = errors.New("not in the form the sidecar writes (edited by hand?)")
+
+// canonical fails unless line (without its newline) is exactly what
+// appendLine writes for v, so that a hand-edited header is never read.
 func canonical(line []byte, v any) error {
 	again, err := appendLine(nil, v)
 	if err != nil {
 		return err
 	}
 	if !bytes.Equal(again[:len(again)-1], line) {
-		return errors.New("not in the form the sidecar writes (edited by hand?)")
+		return errNotCanonical
 	}
 	return nil
 }
 
+// recordParser reads the members of a record line in the writer's order.
+type recordParser struct {
+	b   []byte
+	i   int
+	err error
+}
+
+func (p *recordParser) key(k string) {
+	if p.err == nil {
+		if !bytes.HasPrefix(p.b[p.i:], []byte(k)) {
+			p.err = fmt.Errorf("not a record: want %s at byte %d", k, p.i+1)
+			return
+		}
+		p.i += len(k)
+	}
+}
+
+func (p *recordParser) uint() uint64 {
+	if p.err != nil {
+		return 0
+	}
+	j := p.i
+	for j < len(p.b) && p.b[j] >= '0' && p.b[j] <= '9' {
+		j++
+	}
+	v, err := strconv.ParseUint(string(p.b[p.i:j]), 10, 64)
+	if err != nil {
+		p.err = fmt.Errorf("not a record: want a number at byte %d", p.i+1)
+	}
+	p.i = j
+	return v
+}
+
+// text returns the bytes up to the next quote (names never hold one).
+func (p *recordParser) text() []byte {
+	if p.err != nil {
+		return nil
+	}
+	j := bytes.IndexByte(p.b[p.i:], '"')
+	if j < 0 {
+		p.err = fmt.Errorf("not a record: unterminated string at byte %d", p.i+1)
+		return nil
+	}
+	t := p.b[p.i : p.i+j]
+	p.i += j
+	return t
+}
+
 // decodeRecord parses one record line (without its newline) and checks its
-// fields; interned keeps one copy of each validator name and step.
-func decodeRecord(line []byte, interned map[string]string) (Record, error) {
+// fields. known holds names already validated (one copy of each is kept);
+// the caller owns it.
+func decodeRecord(line []byte, known map[string]string) (Record, error) {
 	if err := checkLine(line); err != nil {
 		return Record{}, err
 	}
-	var l recordLine
-	if err := json.Unmarshal(line, &l); err != nil {
-		return Record{}, fmt.Errorf("not a record: %v", err)
+	p := &recordParser{b: line[:len(line)-crcLen]}
+	var r Record
+	p.key(keySeq)
+	r.Seq = p.uint()
+	p.key(keyValidator)
+	r.Validator = name(known, p.text())
+	p.key(keyHeight)
+	r.HRS.Height = p.uint()
+	p.key(keyRound)
+	r.HRS.Round = p.uint()
+	p.key(keyStep)
+	r.HRS.Step = fencing.Step(name(known, p.text()))
+	p.key(keyDigest)
+	if d := p.text(); p.err == nil {
+		if len(d) != 2*len(r.Digest) {
+			p.err = errors.New("not a record: digest is not 64 hex digits")
+		} else if _, err := hex.Decode(r.Digest[:], d); err != nil {
+			p.err = fmt.Errorf("not a record: digest: %v", err)
+		}
 	}
-	r := Record{Seq: l.Seq, JournalEntry: fencing.JournalEntry{
-		Validator: intern(interned, l.Validator), HRS: l.HRS, Digest: l.Digest,
-		Epoch: l.Epoch, Sidecar: intern(interned, l.Sidecar), At: l.At,
-	}}
-	r.HRS.Step = fencing.Step(intern(interned, string(r.HRS.Step)))
-	if err := validateEntry(r.JournalEntry); err != nil {
+	p.key(keyEpoch)
+	r.Epoch = p.uint()
+	p.key(keySidecar)
+	r.Sidecar = name(known, p.text())
+	p.key(keyAt)
+	if at := p.text(); p.err == nil {
+		var err error
+		if r.At, err = time.Parse(time.RFC3339Nano, string(at)); err != nil {
+			p.err = fmt.Errorf("not a record: at: %v", err)
+		}
+	}
+	p.key(keyEnd)
+	if p.err == nil && p.i != len(p.b) {
+		p.err = fmt.Errorf("not a record: unexpected data at byte %d", p.i+1)
+	}
+	if p.err != nil {
+		return Record{}, p.err
+	}
+	if err := validateEntry(r.JournalEntry, known); err != nil {
 		return Record{}, err
 	}
 	if r.Seq == 0 {
 		return Record{}, errors.New("seq 0: sequence numbers start at 1")
 	}
-	if err := canonical(line, recordLine{Seq: r.Seq, Validator: r.Validator, HRS: r.HRS, Digest: r.Digest, Epoch: r.Epoch, Sidecar: r.Sidecar, At: r.At.UTC()}); err != nil {
-		return Record{}, err
+	again, err := appendRecord(make([]byte, 0, len(line)+1), r)
+	if err != nil || !bytes.Equal(again[:len(again)-1], line) {
+		return Record{}, errNotCanonical
+	}
+	for _, s := range []string{r.Validator, r.Sidecar, string(r.HRS.Step)} {
+		if _, ok := known[s]; !ok && known != nil && len(known) < maxKnown {
+			known[s] = s
+		}
 	}
 	return r, nil
 }
 
-func intern(m map[string]string, s string) string {
-	if m == nil {
+// maxKnown bounds the names a reader remembers (validators and sidecars are
+// few; a corrupt journal must not grow the map without bound).
+const maxKnown = 4096
+
+// name returns b as a string, the remembered copy when there is one.
+func name(known map[string]string, b []byte) string {
+	if s, ok := known[string(b)]; ok {
 		return s
 	}
-	if v, ok := m[s]; ok {
-		return v
-	}
-	if len(m) < 1024 { // validators and sidecars are few; never grow without bound
-		m[s] = s
-	}
-	return s
+	return string(b)
 }
 
-// validateEntry is the field rule for every record, read or written.
-func validateEntry(e fencing.JournalEntry) error {
+// validateEntry is the field rule for every record, read or written. Names
+// in known passed it before.
+func validateEntry(e fencing.JournalEntry, known map[string]string) error {
 	var problems []string
-	if err := fencing.ValidateValidatorID(e.Validator); err != nil {
-		problems = append(problems, "validator: "+message(err))
+	if _, ok := known[e.Validator]; !ok {
+		if err := fencing.ValidateValidatorID(e.Validator); err != nil {
+			problems = append(problems, "validator: "+message(err))
+		}
 	}
 	if err := e.HRS.Validate(); err != nil {
 		problems = append(problems, "step: "+message(err))
@@ -171,11 +292,13 @@ func validateEntry(e fencing.JournalEntry) error {
 	if e.Epoch == 0 {
 		problems = append(problems, "epoch must be at least 1")
 	}
-	if err := fencing.ValidateSidecar(e.Sidecar); err != nil {
-		problems = append(problems, "sidecar: "+message(err))
+	if _, ok := known[e.Sidecar]; !ok {
+		if err := fencing.ValidateSidecar(e.Sidecar); err != nil {
+			problems = append(problems, "sidecar: "+message(err))
+		}
 	}
-	if e.At.IsZero() {
-		problems = append(problems, "at (the signing time) is missing")
+	if e.At.IsZero() || e.At.Year() < 1 || e.At.Year() > 9999 {
+		problems = append(problems, "at (the signing time) is missing or not between the years 1 and 9999")
 	}
 	if len(problems) > 0 {
 		return fmt.Errorf("bad record: %s", strings.Join(problems, "; "))

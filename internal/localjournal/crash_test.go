@@ -161,7 +161,7 @@ func TestCorruptionRefused(t *testing.T) {
 		}, 3, "not a journal line"},
 		{"an edit with its checksum redone", func(t *testing.T, b []byte) []byte {
 			s, e := lineAt(t, b, 3)
-			body := bytes.Replace(b[s:e-crcLen-1], []byte(`"digest":"0x`), []byte(`"digest":"0X`), 1)
+			body := bytes.Replace(b[s:e-crcLen-1], []byte(`"epoch":1`), []byte(`"epoch":01`), 1)
 			return append(append(bytes.Clone(b[:s]), withCRC(body)...), b[e:]...)
 		}, 3, "not in the form the sidecar writes"},
 		{"a whole line that is too long", func(t *testing.T, b []byte) []byte {

@@ -92,6 +92,7 @@ type Journal struct {
 	capacity int64 // seg's preallocated size
 	next     uint64
 	written  map[string]Record // highest record written of each validator
+	known    map[string]string // names that passed validateEntry
 	segments []uint64          // first seq of each segment on disk, oldest first
 	buf      []byte
 	syncFile func(*os.File) error // fdatasync; tests replace it to inject faults
@@ -139,7 +140,7 @@ func Open(dir string, o Options) (*Journal, error) {
 			return nil, fmt.Errorf("local journal: %w", err)
 		}
 	}
-	j.next, j.written, j.tops = r.next, r.replay.tops(), r.replay.tops()
+	j.next, j.written, j.tops, j.known = r.next, r.replay.tops(), r.replay.tops(), r.interned
 	for _, s := range ls.segments {
 		j.segments = append(j.segments, s.first)
 	}
@@ -169,7 +170,8 @@ func (j *Journal) reopen(s *segmentRead) error {
 	if err != nil {
 		return fmt.Errorf("local journal: %w", err)
 	}
-	j.seg, j.off, j.capacity = f, s.end, max(s.size, s.end)
+	// A segment shorter than SegmentSize (not preallocated) grows as written.
+	j.seg, j.off, j.capacity = f, s.end, max(s.size, j.o.SegmentSize)
 	if t := s.torn; t != nil {
 		if _, err := f.WriteAt(make([]byte, t.Bytes), t.Offset); err != nil {
 			return fmt.Errorf("local journal: cut the torn tail at %s: %w", t.Pos, err)
@@ -332,7 +334,7 @@ func (j *Journal) commit(batch []*pendingAppend) {
 // encode appends rec's line to buf after checking the rules the reader
 // applies to it.
 func (j *Journal) encode(buf []byte, rec Record) ([]byte, error) {
-	if err := validateEntry(rec.JournalEntry); err != nil {
+	if err := validateEntry(rec.JournalEntry, j.known); err != nil {
 		return buf, fmt.Errorf("local journal: %w", err)
 	}
 	if rec.Sidecar != j.o.Sidecar {
@@ -344,6 +346,11 @@ func (j *Journal) encode(buf []byte, rec Record) ([]byte, error) {
 	line, err := appendRecord(buf, rec)
 	if err != nil {
 		return buf, fmt.Errorf("local journal: %w", err)
+	}
+	for _, s := range []string{rec.Validator, rec.Sidecar} {
+		if _, ok := j.known[s]; !ok && len(j.known) < maxKnown {
+			j.known[s] = s
+		}
 	}
 	return line, nil
 }

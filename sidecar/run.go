@@ -26,6 +26,9 @@ func NewSigner(cfg Config, coord Coordinator, reg prometheus.Registerer, lg hclo
 		return nil, err
 	}
 	s := &Signer{mode: Mode(cfg.Mode), coord: coord, batcher: newJournalBatcher(coord), sidecar: cfg.Name, validators: map[string]*validatorGate{}, m: m}
+	keys := make([]*Key, len(cfg.Keys))
+	ids := make([]string, len(cfg.Keys))
+	seen := map[string]bool{}
 	for i, path := range cfg.Keys {
 		k, err := LoadKey(path, cfg.PasswordFile)
 		if err != nil {
@@ -37,13 +40,21 @@ func NewSigner(cfg Config, coord Coordinator, reg prometheus.Registerer, lg hclo
 				return nil, err
 			}
 		}
-		if _, dup := s.validators[strings.ToLower(id)]; dup {
+		if seen[strings.ToLower(id)] {
 			return nil, fmt.Errorf("validator %s is configured twice", id)
 		}
-		j, err := OpenLocalJournal(cfg.StateDir, id)
-		if err != nil {
-			return nil, err
-		}
+		seen[strings.ToLower(id)] = true
+		keys[i], ids[i] = k, id
+	}
+	journals, err := OpenLocalJournals(cfg.StateDir, cfg.Name, ids)
+	if err != nil {
+		return nil, err
+	}
+	if t := journals[0].Opened().Torn; t != nil {
+		lg.Warn("local journal: cut a torn last record (a write a crash cut short; it was never acknowledged)", "at", t.Pos.String(), "bytes", t.Bytes)
+	}
+	for i, k := range keys {
+		id, j := ids[i], journals[i]
 		ko := KeeperOptions{
 			Validator: id, Holder: cfg.Holder, Sidecar: cfg.Name, TTL: cfg.LeaseTTL, Margin: cfg.SafetyMargin,
 			RenewEvery: cfg.RenewInterval, Logger: lg.Named("lease"),
@@ -58,6 +69,9 @@ func NewSigner(cfg Config, coord Coordinator, reg prometheus.Registerer, lg hclo
 		lg.Info("validator configured", "validator", id, "address", k.Address.Hex(), "local_watermark", wmText(j.Watermark()))
 	}
 	if err := reg.Register(leaseCollector{signer: s}); err != nil {
+		for _, j := range journals {
+			_ = j.Close()
+		}
 		return nil, err
 	}
 	return s, nil

@@ -127,12 +127,4 @@ func heights(rs []Record, validator string) []uint64 {
 	return out
 }
 
-func seqs(n, from uint64) []uint64 {
-	var out []uint64
-	for i := range n {
-		out = append(out, from+i)
-	}
-	return out
-}
-
 func equalU(a, b []uint64) bool { return slices.Equal(a, b) }

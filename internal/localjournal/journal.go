@@ -129,6 +129,9 @@ func Open(dir string, o Options) (*Journal, error) {
 	if err != nil {
 		return nil, err
 	}
+	if len(ls.old) > 0 {
+		return nil, fmt.Errorf("%w; refusing to start", oldFormatError(ls.old[0]))
+	}
 	j := &Journal{dir: dir, o: o, recent: newRecentSet(o.Remember), syncFile: fdatasync}
 	r := &reader{visit: func(rec Record, _ Pos) { j.recent.add(rec) }}
 	r.run(ls, o.Sidecar, true)
@@ -150,6 +153,9 @@ func Open(dir string, o Options) (*Journal, error) {
 	} else {
 		err = j.reopen(r.last)
 	}
+	if err == nil {
+		err = syncDir(dir)
+	}
 	if err != nil {
 		if j.seg != nil {
 			_ = j.seg.Close()
@@ -160,7 +166,7 @@ func Open(dir string, o Options) (*Journal, error) {
 	j.ctx, j.cancel = context.WithCancel(context.Background())
 	j.done = make(chan struct{})
 	go j.run()
-	return j, syncDir(dir)
+	return j, nil
 }
 
 // reopen continues the last segment after its last whole record, cutting

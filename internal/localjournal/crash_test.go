@@ -27,11 +27,18 @@ func TestCrashBetweenWriteAndSync(t *testing.T) {
 	}
 	res := make(chan error, 1)
 	go func() { res <- j.Append(ent(valA, 3, 3)) }()
-	<-entered // record 3 is written, its sync has not returned
+	select { // record 3 is written, its sync has not returned
+	case <-entered:
+	case err := <-res:
+		t.Fatalf("Append returned (%v) without a sync", err)
+	}
 	select {
 	case err := <-res:
 		t.Fatalf("Append returned (%v) before the sync covering it", err)
 	default:
+	}
+	if top, _ := j.Top(valA); top.HRS.Height != 2 {
+		t.Fatalf("Top before the sync returned = %s, want 2 (only durable records count)", top.HRS)
 	}
 	seg := segments(t, dir)[0]
 	full, err := os.ReadFile(seg)

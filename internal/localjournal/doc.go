@@ -94,9 +94,11 @@
 // record the checkpoint does not cover: at most two segments, whatever the
 // journal's history, so memory and time at start are bounded (OpenInfo says
 // what it read). It keeps each validator's highest record and the last
-// Options.Remember signatures (for idempotent re-signing). ReadAll reads
-// every retained file for the audit: the records only the checkpoint still
-// holds (their segments were deleted), then every segment's records.
+// Options.Remember signatures (for idempotent re-signing). It does not read
+// the older segments the checkpoint covers (the watermarks do not need
+// them); damage there is the audit's to find. ReadAll reads every retained
+// file for the audit: the records only the checkpoint still holds (their
+// segments were deleted), then every segment's records.
 //
 // What the journal cannot see: a whole state directory restored from an
 // older backup is consistent in itself. The quorum watermark (strict mode,

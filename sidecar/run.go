@@ -26,6 +26,9 @@ func NewSigner(cfg Config, coord Coordinator, reg prometheus.Registerer, lg hclo
 		return nil, err
 	}
 	s := &Signer{mode: Mode(cfg.Mode), coord: coord, batcher: newJournalBatcher(coord), sidecar: cfg.Name, validators: map[string]*validatorGate{}, m: m}
+	keys := make([]*Key, len(cfg.Keys))
+	ids := make([]string, len(cfg.Keys))
+	seen := map[string]bool{}
 	for i, path := range cfg.Keys {
 		k, err := LoadKey(path, cfg.PasswordFile)
 		if err != nil {
@@ -37,13 +40,21 @@ func NewSigner(cfg Config, coord Coordinator, reg prometheus.Registerer, lg hclo
 				return nil, err
 			}
 		}
-		if _, dup := s.validators[id]; dup {
+		if seen[id] {
 			return nil, fmt.Errorf("validator %s is configured twice", id)
 		}
-		j, err := OpenLocalJournal(cfg.StateDir, id)
-		if err != nil {
-			return nil, err
-		}
+		seen[id] = true
+		keys[i], ids[i] = k, id
+	}
+	journals, err := OpenLocalJournals(cfg.StateDir, cfg.Name, ids)
+	if err != nil {
+		return nil, err
+	}
+	if t := journals[0].Opened().Torn; t != nil {
+		lg.Warn("local journal: cut a torn last record (a write a crash cut short; it was never acknowledged)", "at", t.Pos.String(), "bytes", t.Bytes)
+	}
+	for i, k := range keys {
+		id, j := ids[i], journals[i]
 		ko := KeeperOptions{
 			Validator: id, Holder: cfg.Holder, Sidecar: cfg.Name, TTL: cfg.LeaseTTL, Margin: cfg.SafetyMargin,
 			RenewEvery: cfg.RenewInterval, Logger: lg.Named("lease"),
@@ -59,6 +70,9 @@ func NewSigner(cfg Config, coord Coordinator, reg prometheus.Registerer, lg hclo
 	}
 	for _, c := range []prometheus.Collector{leaseCollector{signer: s}, version.Collector("fence-sidecar")} {
 		if err := reg.Register(c); err != nil {
+			for _, j := range journals {
+				_ = j.Close()
+			}
 			return nil, err
 		}
 	}

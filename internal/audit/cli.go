@@ -28,13 +28,14 @@ audited) or bad usage. Run 'fencectl audit <command> --help' for details.
 const usageJournal = `Usage: fencectl audit journal [--state-dir DIR] [--output table|json]
 
 Reads the quorum journal and event history from the coordinator, and with
---state-dir a sidecar's local journal (DIR/journal/*.jsonl, one entry per
-line), and reports:
+--state-dir a sidecar's local journal (DIR/journal: its checkpoint and every
+retained segment, read with the rules the sidecar applies), and reports:
   - every (validator, height, round, step) signed with two different digests;
   - every journal entry written under epoch N after N's revoke was committed
     (with both times: the sidecar's and the coordinator's clocks may differ).
-A truncated last line (a crash mid-write) is a warning; any other corrupt line
-is reported with file:line and makes the run incomplete.
+A torn last record (a crash mid-write) is a warning; any other corrupt line is
+reported with file:line, anything else wrong (records missing, a file of the
+old format) with its file, and makes the run incomplete.
 
 Examples:
   fencectl audit journal
@@ -141,7 +142,7 @@ func badUsage(stderr io.Writer, cmd, format string, args ...any) (*Report, int) 
 
 func runJournal(ctx context.Context, args []string, stdout, stderr io.Writer, src JournalSource) (*Report, int) {
 	fs := newFlagSet("journal", usageJournal, stdout)
-	stateDir := fs.String("state-dir", "", "a sidecar's state directory; its journal/*.jsonl files are audited too")
+	stateDir := fs.String("state-dir", "", "a sidecar's state directory; its local journal (DIR/journal) is audited too")
 	output := fs.String("output", "table", "output format: table or json")
 	if code, ok := parseFlags(fs, args, stderr); !ok {
 		return nil, code

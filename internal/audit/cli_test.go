@@ -15,6 +15,7 @@ import (
 	"github.com/ethereum/go-ethereum/common"
 
 	"github.com/validator-fencing/fencing/internal/fencing"
+	"github.com/validator-fencing/fencing/internal/localjournal"
 )
 
 func runMain(t *testing.T, journal JournalSource, args ...string) (int, string, string) {
@@ -144,7 +145,14 @@ func TestMainChain(t *testing.T) {
 }
 
 func TestMainJournal(t *testing.T) {
-	state := filepath.Join("testdata", "journal", "state")
+	// The local journal of the new holder's sidecar, its last write torn.
+	state := t.TempDir()
+	local := func(h uint64, d byte, sec int) fencing.JournalEntry {
+		return fencing.JournalEntry{Validator: "0x7e5f4552091a69125d5dfcb7b8c2659029395bdf", HRS: fencing.HRS{Height: h, Step: fencing.StepCommit},
+			Digest: fencing.Digest{d}, Epoch: 2, Sidecar: "validator-0.b", At: time.Date(2026, 3, 1, 12, 5, sec, 0, time.UTC)}
+	}
+	seg := writeLocal(t, state, "validator-0.b", local(99, 0x99, 0), local(100, 0xbb, 5), local(101, 0x01, 10))
+	damage(t, seg, func(b []byte) []byte { return append(b, `{"seq":4,"validator":"0x7e5f`...) })
 	quorum := &fakeJournal{
 		entries: []fencing.JournalEntry{{
 			Validator: "0x7E5F4552091A69125d5DfCb7b8C2659029395Bdf",
@@ -157,8 +165,8 @@ func TestMainJournal(t *testing.T) {
 	t.Run("state dir only", func(t *testing.T) {
 		code, out, errs := runMain(t, nil, "journal", "--state-dir", state)
 		// Entries at 12:05:10 under epoch 2 have no revoke without the
-		// quorum history: clean, with the truncated line as a warning.
-		if code != 0 || !strings.Contains(out, "truncated") || errs != "" {
+		// quorum history: clean, with the torn record as a warning.
+		if code != 0 || !strings.Contains(out, "last record is torn") || errs != "" {
 			t.Errorf("code %d\n%s\n%s", code, out, errs)
 		}
 	})
@@ -175,18 +183,27 @@ func TestMainJournal(t *testing.T) {
 			t.Errorf("duplicates = %+v", r.Duplicates)
 		}
 		// 101 at 12:05:10 was written under epoch 2 after its revoke at
-		// 12:05:07 (the 102 line is truncated and skipped).
+		// 12:05:07 (the torn record after it is skipped).
 		if len(r.AfterRevoke) != 1 || r.AfterRevoke[0].HRS.Height != 101 || r.AfterRevoke[0].After != "3s" {
 			t.Errorf("after revoke = %+v", r.AfterRevoke)
 		}
 	})
-	t.Run("corrupt file is incomplete", func(t *testing.T) {
+	t.Run("corrupt line is incomplete", func(t *testing.T) {
+		dir := t.TempDir()
+		seg := writeLocal(t, dir, "validator-0.b", local(99, 0x99, 0), local(100, 0xbb, 5))
+		damage(t, seg, func(b []byte) []byte { return flipIn(b, 2) })
+		code, out, _ := runMain(t, nil, "journal", "--state-dir", dir)
+		if code != 2 || !strings.Contains(out, seg+":2") || !strings.Contains(out, "checksum mismatch") {
+			t.Errorf("code %d\n%s", code, out)
+		}
+	})
+	t.Run("a file of the old format is incomplete", func(t *testing.T) {
 		dir := t.TempDir()
 		if err := os.WriteFile(filepath.Join(dir, "x.jsonl"), []byte("{}\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		code, out, _ := runMain(t, nil, "journal", "--state-dir", dir)
-		if code != 2 || !strings.Contains(out, "x.jsonl:1") {
+		if code != 2 || !strings.Contains(out, "old one-file-per-validator format") {
 			t.Errorf("code %d\n%s", code, out)
 		}
 	})
@@ -207,11 +224,15 @@ func TestIsTerminal(t *testing.T) {
 func ExampleMain() {
 	dir, _ := os.MkdirTemp("", "audit-example")
 	defer os.RemoveAll(dir)
-	_ = os.WriteFile(filepath.Join(dir, "j.jsonl"), []byte(
-		`{"validator":"validator-a","hrs":{"height":7,"round":0,"step":"commit"},"digest":"0x`+strings.Repeat("11", 32)+`","epoch":1,"at":"2026-03-01T12:00:00Z"}`+"\n"+
-			`{"validator":"validator-a","hrs":{"height":7,"round":0,"step":"commit"},"digest":"0x`+strings.Repeat("22", 32)+`","epoch":2,"at":"2026-03-01T12:01:00Z"}`+"\n"), 0o644)
+	// A sidecar's local journal says validator-a signed 0x11… at 7/0/commit,
+	j, _ := localjournal.Open(filepath.Join(dir, "journal"), localjournal.Options{Sidecar: "validator-0"})
+	at := fencing.HRS{Height: 7, Round: 0, Step: fencing.StepCommit}
+	_ = j.Append(fencing.JournalEntry{Validator: "validator-a", HRS: at, Digest: fencing.Digest{0x11}, Epoch: 1, Sidecar: "validator-0", At: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)})
+	_ = j.Close()
+	// the quorum journal that the other region's sidecar signed 0x22… there.
+	quorum := &fakeJournal{entries: []fencing.JournalEntry{{Validator: "validator-a", HRS: at, Digest: fencing.Digest{0x22}, Epoch: 2, Sidecar: "validator-0.b", At: time.Date(2026, 3, 1, 12, 1, 0, 0, time.UTC)}}}
 	var out bytes.Buffer
-	code := Main(context.Background(), []string{"journal", "--state-dir", dir}, &out, os.Stderr, nil)
+	code := Main(context.Background(), []string{"journal", "--state-dir", dir}, &out, os.Stderr, quorum)
 	first, _, _ := strings.Cut(out.String(), "\n")
 	fmt.Println(code, first)
 	// Output: 1 DUPLICATES FOUND: 1 duplicate signature(s), 0 journal write(s) after revoke

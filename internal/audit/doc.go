@@ -7,8 +7,9 @@
 // # Sources
 //
 //   - The journal (AuditJournal, RunJournalAudit): quorum journal entries
-//     from a JournalSource (the coordinator), a sidecar's local JSON Lines
-//     files (ReadLocalJournal), and the event history. Reported: every
+//     from a JournalSource (the coordinator), a sidecar's local journal
+//     (ReadLocalJournal, read by internal/localjournal with the sidecar's
+//     own rules), and the event history. Reported: every
 //     (validator, HRS) with two digests, and every entry written under epoch
 //     N after N's revoke committed.
 //   - Chains (AuditChain): headers read over JSON-RPC from one or more

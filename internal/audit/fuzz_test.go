@@ -27,18 +27,3 @@ func FuzzHeader(f *testing.F) {
 		}
 	})
 }
-
-// FuzzJournalLine: a local journal line either parses into a valid entry or
-// is an error; never a panic.
-func FuzzJournalLine(f *testing.F) {
-	f.Add([]byte(`{"validator":"v","hrs":{"height":1,"round":0,"step":"block"},"digest":"0x0000000000000000000000000000000000000000000000000000000000000000","epoch":1,"at":"2026-03-01T12:00:00Z"}`))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		e, err := parseEntry(b)
-		if err != nil {
-			return
-		}
-		if e.Validator == "" || e.At.IsZero() || e.HRS.Validate() != nil {
-			t.Fatalf("accepted an invalid entry %+v", e)
-		}
-	})
-}

@@ -1,19 +1,14 @@
 package audit
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
-	"slices"
-	"strings"
 
 	"github.com/validator-fencing/fencing/internal/fencing"
+	"github.com/validator-fencing/fencing/internal/localjournal"
 )
 
 // JournalSource reads the quorum journal and the event history, for example
@@ -140,44 +135,35 @@ func canonicalValidator(id string) string {
 
 // LocalJournal is what LoadLocalJournal read.
 type LocalJournal struct {
-	// Entries in file order, files sorted by name.
+	// Entries in journal order (internal/localjournal.ReadAll).
 	Entries []fencing.JournalEntry
 	// Lines has "file:line" for each entry.
 	Lines []string
-	// Files read, and Warnings such as a truncated last line.
+	// Files read, and Warnings such as a torn last record.
 	Files    []string
 	Warnings []string
 }
 
-// CorruptLineError is a line of a local journal file that is not a journal
-// entry and is not a truncated last line.
-type CorruptLineError struct {
-	File string
-	Line int
-	Err  error
-}
+// CorruptLineError is a line of a local journal file that breaks the
+// journal's rules and is not a torn last record.
+type CorruptLineError = localjournal.CorruptError
 
-func (e *CorruptLineError) Error() string {
-	return fmt.Sprintf("%s:%d: corrupt journal line: %v", e.File, e.Line, e.Err)
-}
-
-func (e *CorruptLineError) Unwrap() error { return e.Err }
-
-// ReadLocalJournal reads a sidecar's local journal: every
-// <dir>/journal/*.jsonl file (or <dir>/*.jsonl when dir has no journal
-// subdirectory), one fencing.JournalEntry JSON object per line. A last line
-// that does not end in a newline and does not parse is a write cut short by a
-// crash: it is skipped (LoadLocalJournal reports it as a warning). Any other
-// line that does not parse fails with a *CorruptLineError naming file:line;
-// the entries read until then are returned with it.
+// ReadLocalJournal reads a sidecar's local journal: <dir>/journal, or dir
+// itself when it has no journal subdirectory, with the rules the sidecar
+// applies (internal/localjournal's package doc). A torn last record (a
+// write a crash cut short, never acknowledged) is skipped and reported by
+// LoadLocalJournal as a warning. Every other violation is an error: a
+// *CorruptLineError naming file:line for a bad line, or an error saying
+// what is wrong (records missing, a file of the old format); the entries
+// that passed are returned with it.
 func ReadLocalJournal(dir string) ([]fencing.JournalEntry, error) {
 	lj, err := LoadLocalJournal(dir)
 	return lj.Entries, err
 }
 
 // LoadLocalJournal is ReadLocalJournal with the warnings and the file:line of
-// each entry. Corrupt lines of every file are collected (errors.Join of
-// *CorruptLineError) and the valid entries kept.
+// each entry. It reads past errors to keep every entry it can
+// (errors.Join of everything found).
 func LoadLocalJournal(dir string) (LocalJournal, error) {
 	var lj LocalJournal
 	jdir := filepath.Join(dir, "journal")
@@ -189,101 +175,19 @@ func LoadLocalJournal(dir string) (LocalJournal, error) {
 		}
 		jdir = dir
 	}
-	files, err := filepath.Glob(filepath.Join(jdir, "*.jsonl"))
-	if err != nil {
-		return lj, fmt.Errorf("local journal: %w", err)
+	c, err := localjournal.ReadAll(jdir)
+	for i, r := range c.Records {
+		lj.Entries = append(lj.Entries, r.JournalEntry)
+		lj.Lines = append(lj.Lines, c.Pos[i].String())
 	}
-	slices.Sort(files)
-	if len(files) == 0 {
-		lj.Warnings = append(lj.Warnings, fmt.Sprintf("no *.jsonl journal files in %s", jdir))
+	lj.Files = c.Files
+	if c.Torn != nil {
+		lj.Warnings = append(lj.Warnings, c.Torn.String())
 	}
-	var errs []error
-	for _, f := range files {
-		lj.Files = append(lj.Files, f)
-		if err := readJournalFile(f, &lj); err != nil {
-			errs = append(errs, err)
-		}
+	if len(c.Files) == 0 && err == nil {
+		lj.Warnings = append(lj.Warnings, fmt.Sprintf("no local journal in %s (no segment or checkpoint files)", jdir))
 	}
-	return lj, errors.Join(errs...)
-}
-
-// maxLine bounds one journal line; an entry is a few hundred bytes.
-const maxLine = 1 << 20
-
-func readJournalFile(path string, lj *LocalJournal) error {
-	fh, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("local journal: %w", err)
-	}
-	defer fh.Close()
-	br := bufio.NewReader(fh)
-	var errs []error
-	for n := 1; ; n++ {
-		line, err := readLine(br)
-		if err != nil && !errors.Is(err, io.EOF) {
-			errs = append(errs, &CorruptLineError{File: path, Line: n, Err: err})
-			break
-		}
-		complete := bytes.HasSuffix(line, []byte("\n"))
-		text := bytes.TrimSpace(line)
-		if len(text) > 0 {
-			e, perr := parseEntry(text)
-			switch {
-			case perr == nil:
-				lj.Entries = append(lj.Entries, e)
-				lj.Lines = append(lj.Lines, fmt.Sprintf("%s:%d", path, n))
-			case !complete && errors.Is(err, io.EOF):
-				lj.Warnings = append(lj.Warnings, fmt.Sprintf("%s:%d: last line is truncated (%d bytes without a newline, a write cut short by a crash); skipped", path, n, len(line)))
-			default:
-				errs = append(errs, &CorruptLineError{File: path, Line: n, Err: perr})
-			}
-		}
-		if err != nil { // io.EOF
-			break
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// readLine reads up to and including '\n', failing past maxLine.
-func readLine(br *bufio.Reader) ([]byte, error) {
-	var out []byte
-	for {
-		chunk, err := br.ReadSlice('\n')
-		out = append(out, chunk...)
-		if len(out) > maxLine {
-			return nil, fmt.Errorf("line longer than %d bytes", maxLine)
-		}
-		if errors.Is(err, bufio.ErrBufferFull) {
-			continue
-		}
-		return out, err
-	}
-}
-
-func parseEntry(b []byte) (fencing.JournalEntry, error) {
-	var e fencing.JournalEntry
-	dec := json.NewDecoder(bytes.NewReader(b))
-	if err := dec.Decode(&e); err != nil {
-		return e, err
-	}
-	if dec.More() {
-		return e, errors.New("more than one JSON value on the line")
-	}
-	var missing []string
-	if strings.TrimSpace(e.Validator) == "" {
-		missing = append(missing, "validator")
-	}
-	if e.At.IsZero() {
-		missing = append(missing, "at")
-	}
-	if len(missing) > 0 {
-		return e, fmt.Errorf("entry lacks %s", strings.Join(missing, " and "))
-	}
-	if err := e.HRS.Validate(); err != nil {
-		return e, err
-	}
-	return e, nil
+	return lj, err
 }
 
 // RunJournalAudit gathers the quorum journal from src (when not nil) and the

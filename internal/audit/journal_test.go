@@ -1,8 +1,8 @@
 package audit
 
 import (
+	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/validator-fencing/fencing/internal/fencing"
+	"github.com/validator-fencing/fencing/internal/localjournal"
 )
 
 const valA = "0x7E5F4552091A69125d5DfCb7b8C2659029395Bdf" // EIP-55 form
@@ -137,52 +138,76 @@ func TestAuditJournalRevokeRevision(t *testing.T) {
 	}
 }
 
-func writeJournal(t *testing.T, dir, name, content string) string {
+// writeLocal writes entries into dir/journal with the sidecar's own writer
+// and returns the path of its segment.
+func writeLocal(t *testing.T, dir, sidecar string, entries ...fencing.JournalEntry) string {
 	t.Helper()
-	jdir := filepath.Join(dir, "journal")
-	if err := os.MkdirAll(jdir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(jdir, name)
-	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-func jsonLine(t *testing.T, e fencing.JournalEntry) string {
-	t.Helper()
-	b, err := json.Marshal(e)
+	j, err := localjournal.Open(filepath.Join(dir, "journal"), localjournal.Options{Sidecar: sidecar})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(b) + "\n"
+	for _, e := range entries {
+		if err := j.Append(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := j.Close(); err != nil {
+		t.Fatal(err)
+	}
+	segs, _ := filepath.Glob(filepath.Join(dir, "journal", "*.seg"))
+	if len(segs) != 1 {
+		t.Fatalf("segments %v, want one", segs)
+	}
+	return segs[0]
+}
+
+// damage rewrites the segment at path: f gets its written part (without
+// the NUL padding) and returns the new one.
+func damage(t *testing.T, path string, f func(b []byte) []byte) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.TrimRight(b, "\x00")
+	if err := os.WriteFile(path, f(bytes.Clone(data)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// flipIn changes one byte of line n (1 is the header) of b.
+func flipIn(b []byte, n int) []byte {
+	start := 0
+	for range n - 1 {
+		start += bytes.IndexByte(b[start:], '\n') + 1
+	}
+	b[start+10] ^= 0x01
+	return b
 }
 
 func TestReadLocalJournal(t *testing.T) {
 	e1 := entry(valA, 1, 0, fencing.StepBlock, 1, 1, "validator-0", t0)
 	e2 := entry(valA, 2, 0, fencing.StepBlock, 2, 1, "validator-0", t0.Add(time.Second))
-	full := jsonLine(t, e1) + jsonLine(t, e2)
 	tests := []struct {
 		name        string
-		content     string
+		damage      func([]byte) []byte
 		wantEntries int
 		wantWarn    string
 		wantErrLine int // 0: no error
 	}{
-		{name: "complete", content: full, wantEntries: 2},
-		{name: "complete without final newline", content: strings.TrimSuffix(full, "\n"), wantEntries: 2},
-		{name: "blank lines are skipped", content: "\n" + jsonLine(t, e1) + "\n\n" + jsonLine(t, e2), wantEntries: 2},
-		{name: "truncated last line is a warning", content: full + jsonLine(t, e2)[:40], wantEntries: 2, wantWarn: ":3: last line is truncated"},
-		{name: "corrupt middle line is an error", content: jsonLine(t, e1) + "{not json}\n" + jsonLine(t, e2), wantEntries: 2, wantErrLine: 2},
-		{name: "complete last line that is corrupt is an error", content: full + "{\"validator\":\n", wantEntries: 2, wantErrLine: 3},
-		{name: "entry with a bad step", content: `{"validator":"v","hrs":{"height":1,"round":0,"step":"vote"},"digest":"0x` + strings.Repeat("00", 32) + `","epoch":1,"at":"2026-03-01T12:00:00Z"}` + "\n", wantErrLine: 1},
-		{name: "entry without validator", content: `{"hrs":{"height":1,"round":0,"step":"block"},"digest":"0x` + strings.Repeat("00", 32) + `","epoch":1,"at":"2026-03-01T12:00:00Z"}` + "\n", wantErrLine: 1},
+		{name: "complete", wantEntries: 2},
+		{name: "torn last record is a warning", damage: func(b []byte) []byte { return append(b, `{"seq":3,"validator":"0x7E`...) }, wantEntries: 2, wantWarn: ":4: last record is torn"},
+		{name: "corrupt middle line is an error", damage: func(b []byte) []byte { return flipIn(b, 2) }, wantEntries: 1, wantErrLine: 2},
+		{name: "corrupt whole last line is an error", damage: func(b []byte) []byte { return flipIn(b, 3) }, wantEntries: 1, wantErrLine: 3},
+		{name: "a blank line is an error", damage: func(b []byte) []byte { return append(b, '\n') }, wantEntries: 2, wantErrLine: 4},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			path := writeJournal(t, dir, "000001.jsonl", tc.content)
+			path := writeLocal(t, dir, "validator-0", e1, e2)
+			if tc.damage != nil {
+				damage(t, path, tc.damage)
+			}
 			lj, err := LoadLocalJournal(dir)
 			if len(lj.Entries) != tc.wantEntries {
 				t.Errorf("entries = %d, want %d", len(lj.Entries), tc.wantEntries)
@@ -197,7 +222,7 @@ func TestReadLocalJournal(t *testing.T) {
 				}
 			}
 			joined := strings.Join(lj.Warnings, "\n")
-			if tc.wantWarn != "" && !strings.Contains(joined, tc.wantWarn) {
+			if tc.wantWarn != "" && !strings.Contains(joined, path+tc.wantWarn) {
 				t.Errorf("warnings %q, want %q", joined, tc.wantWarn)
 			}
 			if tc.wantWarn == "" && len(lj.Warnings) > 0 {
@@ -218,29 +243,30 @@ func TestReadLocalJournal(t *testing.T) {
 
 func TestReadLocalJournalFilesAndDirs(t *testing.T) {
 	dir := t.TempDir()
-	e := func(h uint64, d byte) string {
-		return jsonLine(t, entry(valA, h, 0, fencing.StepBlock, d, 1, "validator-0", t0))
-	}
-	writeJournal(t, dir, "b.jsonl", e(2, 2))
-	writeJournal(t, dir, "a.jsonl", e(1, 1)+e(3, 3))
-	writeJournal(t, dir, "ignored.txt", "not a journal")
+	writeLocal(t, dir, "validator-0", entry(valA, 1, 0, fencing.StepBlock, 1, 1, "validator-0", t0), entry("validator-b", 3, 0, fencing.StepBlock, 3, 1, "validator-0", t0))
 	entries, err := ReadLocalJournal(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var heights []uint64
-	for _, x := range entries {
-		heights = append(heights, x.HRS.Height)
-	}
-	if !slices.Equal(heights, []uint64{1, 3, 2}) {
-		t.Errorf("heights = %v, want files in name order [1 3 2]", heights)
+	if err != nil || len(entries) != 2 {
+		t.Fatalf("ReadLocalJournal(state dir) = %d, %v", len(entries), err)
 	}
 	// The journal directory itself is accepted too.
-	if entries, err := ReadLocalJournal(filepath.Join(dir, "journal")); err != nil || len(entries) != 3 {
+	if entries, err := ReadLocalJournal(filepath.Join(dir, "journal")); err != nil || len(entries) != 2 {
 		t.Errorf("ReadLocalJournal(journal dir) = %d, %v", len(entries), err)
 	}
 	if _, err := ReadLocalJournal(filepath.Join(dir, "missing")); err == nil {
 		t.Error("missing dir: no error")
+	}
+	empty, err := LoadLocalJournal(t.TempDir())
+	if err != nil || len(empty.Warnings) != 1 || !strings.Contains(empty.Warnings[0], "no local journal") {
+		t.Errorf("LoadLocalJournal(empty) = %+v, %v; want a warning", empty, err)
+	}
+	// A file of the format before segments is refused, not misread.
+	old := t.TempDir()
+	_ = os.MkdirAll(filepath.Join(old, "journal"), 0o755)
+	if err := os.WriteFile(filepath.Join(old, "journal", "x.jsonl"), []byte(`{"validator":"v"}`+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadLocalJournal(old); err == nil || !strings.Contains(err.Error(), "old one-file-per-validator format") {
+		t.Errorf("ReadLocalJournal(old format) = %v, want a refusal saying so", err)
 	}
 }
 
@@ -258,10 +284,11 @@ var _ JournalSource = (*fakeJournal)(nil)
 
 func TestRunJournalAudit(t *testing.T) {
 	dir := t.TempDir()
-	path := writeJournal(t, dir, "s.jsonl",
-		jsonLine(t, entry(valA, 5, 0, fencing.StepCommit, 9, 2, "validator-0.b", t0))+
-			"garbage\n"+
-			jsonLine(t, entry(valA, 6, 0, fencing.StepCommit, 9, 2, "validator-0.b", t0))[:30])
+	path := writeLocal(t, dir, "validator-0.b",
+		entry(valA, 4, 0, fencing.StepCommit, 8, 2, "validator-0.b", t0),
+		entry(valA, 5, 0, fencing.StepCommit, 9, 2, "validator-0.b", t0),
+		entry(valA, 6, 0, fencing.StepCommit, 9, 2, "validator-0.b", t0))
+	damage(t, path, func(b []byte) []byte { return append(flipIn(b, 2), `{"seq":4,"vali`...) })
 	src := &fakeJournal{entries: []fencing.JournalEntry{entry(valA, 5, 0, fencing.StepCommit, 1, 1, "validator-0", t0)}}
 	r := RunJournalAudit(context.Background(), src, dir)
 	if len(r.Duplicates) != 1 || r.ExitCode() != ExitDuplicates {
@@ -269,13 +296,13 @@ func TestRunJournalAudit(t *testing.T) {
 	}
 	srcs := append(slices.Clone(r.Duplicates[0].Variants[0].Sources), r.Duplicates[0].Variants[1].Sources...)
 	slices.Sort(srcs)
-	if !slices.Equal(srcs, []string{path + ":1", "quorum journal"}) {
+	if !slices.Equal(srcs, []string{path + ":3", "quorum journal"}) {
 		t.Errorf("sources = %v", srcs)
 	}
 	if len(r.Unaudited) != 1 || r.Unaudited[0].Endpoint != path+":2" {
 		t.Errorf("unaudited = %+v, want %s:2", r.Unaudited, path)
 	}
-	if len(r.Warnings) != 1 || !strings.Contains(r.Warnings[0], "truncated") {
+	if len(r.Warnings) != 1 || !strings.Contains(r.Warnings[0], "torn") {
 		t.Errorf("warnings = %v", r.Warnings)
 	}
 

@@ -27,13 +27,13 @@ tools:
 
 # govulncheck against an offline copy of the Go vulnerability database (the
 # newest golang.org/x/vulndb from the module proxy): fails when the code calls
-# a vulnerable function, prints the rest. Cold about 3 minutes, then 45 s.
+# a vulnerable function, prints the rest. Cold 3 to 8 minutes, then 20 to 45 s.
 vulncheck:
 	hack/govulncheck.sh
 
 # Build the image (Dockerfile target prebuilt, buildah from Debian, installed
 # if missing) and check its user, command and binaries. SKIP only where
-# buildah cannot be installed. Cold about 2 minutes, then 10 s.
+# buildah cannot be installed. Cold 6 to 7 minutes, then 4 to 11 s.
 image:
 	hack/image.sh
 

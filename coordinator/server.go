@@ -422,8 +422,8 @@ func (s *Server) freeze(r *http.Request, req api.FreezeRequest) (any, error) {
 }
 
 func (s *Server) audit(r *http.Request, req api.AuditReport) (any, error) {
-	if req.Kind != "journal" && req.Kind != "chain" {
-		return nil, fencing.Errorf(fencing.CodeBadRequest, "audit kind %q must be journal or chain", req.Kind)
+	if req.Kind != "journal" && req.Kind != "chain" && req.Kind != "readiness" {
+		return nil, fencing.Errorf(fencing.CodeBadRequest, "audit kind %q must be journal, chain or readiness", req.Kind)
 	}
 	if req.Duplicates < 0 || len(req.Detail) > 16<<10 {
 		return nil, fencing.Errorf(fencing.CodeBadRequest, "duplicates must be >= 0 and detail at most 16 KiB")

@@ -295,7 +295,7 @@ func TestAppliesToAPIServer(t *testing.T) {
 		fenced := revoking
 		fenced.State = fencing.StateFenced
 		granted := fencing.Epoch{Epoch: 2, State: fencing.StateActive, Holder: "region-b", By: "alice", Reason: "drill"}
-		v := "0x5B38Da6a701c568545dCfcB03FcB875f56beddC4"
+		v := fencing.ValidatorID("0x5B38Da6a701c568545dCfcB03FcB875f56beddC4")
 		for _, ev := range []fencing.Event{
 			{Kind: fencing.EventFreeze, Validator: v, From: &from, To: &revoking},
 			{Kind: fencing.EventFenced, Validator: v, From: &revoking, To: &fenced},
@@ -306,7 +306,7 @@ func TestAppliesToAPIServer(t *testing.T) {
 		// RBAC may not have reached the authorizer when the first create
 		// runs; record again until all three kinds are there.
 		kubetest.Eventually(t, "three Events", 20*time.Second, func() error {
-			l, err := s.Client.EventsV1().Events("fencing").List(ctx, metav1.ListOptions{LabelSelector: kube.LabelValidator + "=" + v})
+			l, err := s.Client.EventsV1().Events("fencing").List(ctx, metav1.ListOptions{LabelSelector: kube.LabelValidator + "=" + string(v)})
 			if err != nil {
 				return err
 			}

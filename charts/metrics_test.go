@@ -87,7 +87,7 @@ func TestExportedMetricsAreDocumented(t *testing.T) {
 	// a bump with its grant.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		if _, err := s.SignHRS(ctx, addr, fencing.HRS{Height: 1, Step: fencing.StepCommit}, fencing.Digest{1}); err == nil {
+		if _, err := s.SignHRS(ctx, fencing.ValidatorID(addr), fencing.HRS{Height: 1, Step: fencing.StepCommit}, fencing.Digest{1}); err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -96,7 +96,7 @@ func TestExportedMetricsAreDocumented(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	c.Bump(t, addr, "region-b")
-	if _, err := c.Client.Freeze(ctx, addr, api.FreezeRequest{Operator: "test", Reason: "test"}); err != nil {
+	if _, err := c.Client.Freeze(ctx, fencing.ValidatorID(addr), api.FreezeRequest{Operator: "test", Reason: "test"}); err != nil {
 		t.Fatal(err)
 	}
 

@@ -82,7 +82,7 @@ func certSidecar(c *x509.Certificate) (fencing.Identity, error) {
 			id.Holder = h
 		}
 		if v, ok := strings.CutPrefix(o, certValidatorPfx); ok {
-			cv, err := fencing.CanonicalValidatorID(v)
+			cv, err := fencing.ParseValidatorID(v)
 			if err != nil {
 				return fencing.Identity{}, fencing.Errorf(fencing.CodeForbidden, "client certificate %q: %v", c.Subject.CommonName, err)
 			}
@@ -121,16 +121,26 @@ func (s *Server) sidecar(r *http.Request) (id fencing.Identity, ok bool, err err
 
 // authorizeLease checks that r comes from the sidecar that holder, sidecar
 // and validator name (a lease token or an acquire request).
-func (s *Server) authorizeLease(r *http.Request, holder, sidecar, validator string) error {
+func (s *Server) authorizeLease(r *http.Request, holder, sidecar string, validator fencing.ValidatorID) error {
 	id, ok, err := s.sidecar(r)
 	if err != nil || !ok {
 		return err
 	}
-	cid, err := fencing.CanonicalValidatorID(validator)
-	if err != nil {
-		return err
+	return id.Permits(holder, sidecar, validator)
+}
+
+// pathID is the validator a request's path names, parsed once here.
+func pathID(r *http.Request) (fencing.ValidatorID, error) {
+	return fencing.ParseValidatorID(r.PathValue("id"))
+}
+
+// queryID is the validator ?validator= names; empty when absent.
+func queryID(r *http.Request) (fencing.ValidatorID, error) {
+	v := r.URL.Query().Get("validator")
+	if v == "" {
+		return "", nil
 	}
-	return id.Permits(holder, sidecar, cid)
+	return fencing.ParseValidatorID(v)
 }
 
 type principalKey struct{}
@@ -181,7 +191,11 @@ func (s *Server) operator(verb, resource string, h http.HandlerFunc) http.Handle
 		return h
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
-		p, err := s.authorizeOperator(r, verb, resource, r.PathValue("id"))
+		name := r.PathValue("id")
+		if id, err := pathID(r); err == nil {
+			name = string(id) // RBAC rules name the canonical form
+		}
+		p, err := s.authorizeOperator(r, verb, resource, name)
 		if err != nil {
 			s.fail(w, r, "operator_auth", err)
 			return

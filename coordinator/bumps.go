@@ -20,7 +20,7 @@ import (
 // does). A dry run answers the plan and the checks and changes nothing.
 
 // preflight checks a bump of id to holder to and returns the plan.
-func (s *Server) preflight(ctx context.Context, id, to string) (api.BumpPlan, error) {
+func (s *Server) preflight(ctx context.Context, id fencing.ValidatorID, to string) (api.BumpPlan, error) {
 	st, err := s.st.Status(ctx, id)
 	if err != nil {
 		return api.BumpPlan{}, err
@@ -124,7 +124,11 @@ func (s *Server) startBump(w http.ResponseWriter, r *http.Request, op string, ch
 		s.fail(w, r, op, fencing.Errorf(fencing.CodeBadRequest, "wait %s is longer than 10m; the bump continues in the background, follow it with fencectl bump --follow", req.Wait.Duration))
 		return
 	}
-	st, err := s.st.Status(r.Context(), r.PathValue("id"))
+	var st fencing.Status
+	id, err := pathID(r)
+	if err == nil {
+		st, err = s.st.Status(r.Context(), id)
+	}
 	if err == nil {
 		err = check(st, &req)
 	}
@@ -195,8 +199,12 @@ func (s *Server) startBump(w http.ResponseWriter, r *http.Request, op string, ch
 // still waits for (about once a second, with the time etcd gives each), and
 // its end: NDJSON, one api.BumpProgress a line.
 func (s *Server) progress(w http.ResponseWriter, r *http.Request) {
-	id, bumpID := r.PathValue("id"), r.PathValue("bump")
-	st, err := s.st.Status(r.Context(), id)
+	bumpID := r.PathValue("bump")
+	var st fencing.Status
+	id, err := pathID(r)
+	if err == nil {
+		st, err = s.st.Status(r.Context(), id)
+	}
 	if err != nil {
 		s.fail(w, r, "bump_progress", err)
 		return
@@ -296,12 +304,20 @@ func (s *Server) findBump(ctx context.Context, st fencing.Status, bumpID string)
 }
 
 func (s *Server) abandon(r *http.Request, req api.AbandonRequest) (any, error) {
-	wm, err := s.st.Abandon(r.Context(), r.PathValue("id"), fencing.HRS{Height: req.Height, Round: req.Round, Step: req.Step}, change(r, req.Operator, req.Reason))
+	id, err := pathID(r)
+	if err != nil {
+		return nil, err
+	}
+	wm, err := s.st.Abandon(r.Context(), id, fencing.HRS{Height: req.Height, Round: req.Round, Step: req.Step}, change(r, req.Operator, req.Reason))
 	return wm, err
 }
 
 func (s *Server) removeValidator(r *http.Request, req api.ChangeRequest) (any, error) {
-	return nil, s.st.RemoveValidator(r.Context(), r.PathValue("id"), change(r, req.Operator, req.Reason))
+	id, err := pathID(r)
+	if err != nil {
+		return nil, err
+	}
+	return nil, s.st.RemoveValidator(r.Context(), id, change(r, req.Operator, req.Reason))
 }
 
 func (s *Server) registerHolder(r *http.Request, req api.ChangeRequest) (any, error) {

@@ -102,25 +102,25 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(auditDesc, prometheus.GaugeValue, float64(n), kind)
 	}
 	for _, s := range sts {
-		ch <- prometheus.MustNewConstMetric(epochDesc, prometheus.GaugeValue, float64(s.Epoch.Epoch), s.ID)
+		ch <- prometheus.MustNewConstMetric(epochDesc, prometheus.GaugeValue, float64(s.Epoch.Epoch), string(s.ID))
 		for _, state := range []fencing.State{fencing.StateActive, fencing.StateRevoking, fencing.StateFenced} {
 			v := 0.0
 			if s.Epoch.State == state {
 				v = 1
 			}
-			ch <- prometheus.MustNewConstMetric(stateDesc, prometheus.GaugeValue, v, s.ID, string(state))
+			ch <- prometheus.MustNewConstMetric(stateDesc, prometheus.GaugeValue, v, string(s.ID), string(state))
 		}
 		byHolder := map[string]int{s.Epoch.Holder: 0}
 		for _, l := range s.Leases {
 			byHolder[l.Holder]++
 		}
 		for h, n := range byHolder {
-			ch <- prometheus.MustNewConstMetric(leaseDesc, prometheus.GaugeValue, float64(n), s.ID, h)
+			ch <- prometheus.MustNewConstMetric(leaseDesc, prometheus.GaugeValue, float64(n), string(s.ID), h)
 		}
 		b := 0.0
 		if s.Bump != nil {
 			b = 1
 		}
-		ch <- prometheus.MustNewConstMetric(bumpDesc, prometheus.GaugeValue, b, s.ID)
+		ch <- prometheus.MustNewConstMetric(bumpDesc, prometheus.GaugeValue, b, string(s.ID))
 	}
 }

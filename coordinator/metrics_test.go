@@ -2,7 +2,9 @@ package coordinator_test
 
 import (
 	"context"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -10,6 +12,7 @@ import (
 	"github.com/validator-fencing/fencing/coordinator"
 	"github.com/validator-fencing/fencing/internal/api"
 	"github.com/validator-fencing/fencing/internal/fencetest"
+	"github.com/validator-fencing/fencing/internal/fencing"
 )
 
 // The last audit's result is kept in etcd: a replica started afterwards
@@ -39,5 +42,43 @@ func TestAuditResultSurvivesRestart(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// A request that names a validator by its lowercase address is the same
+// validator: parsed once at the edge, the reconciler is kicked with the one
+// canonical ID. Before the ValidatorID type the coordinator kicked the
+// reconciler with the raw path, which then spun on failed fence
+// transactions (999 in 2 s in a probe) and took the bump lock under another
+// key than the bump's.
+func TestLowercaseAddressDoesNotSpinTheReconciler(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	c := fencetest.Start(t, fencetest.Options{Registry: reg})
+	const addr = "0x7E5F4552091A69125d5DfCb7b8C2659029395Bdf"
+	c.AddValidator(t, addr, "region-a")
+	lower := fencing.ValidatorID(strings.ToLower(addr)) // as a client may send it, unparsed
+	if _, err := c.Client.Freeze(context.Background(), lower, api.FreezeRequest{Operator: "o", Reason: "r"}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := c.Client.Bump(context.Background(), lower, api.BumpRequest{To: "region-b", Force: true, Operator: "o", Reason: "r", Wait: api.Duration{Duration: 20 * time.Second}})
+	if err != nil || !res.Done || res.Epoch.Epoch != 2 {
+		t.Fatalf("bump by lowercase address = %+v, %v; want epoch 2", res, err)
+	}
+	fences := 0
+	mfs, _ := reg.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() != "fencing_etcd_request_duration_seconds" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "op" && l.GetValue() == "fence" {
+					fences += int(m.GetHistogram().GetSampleCount())
+				}
+			}
+		}
+	}
+	if fences == 0 || fences > 5 {
+		t.Fatalf("%d fence transactions for one freeze and one bump, want 1 to 5 (a spinning reconciler makes hundreds)", fences)
 	}
 }

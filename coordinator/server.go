@@ -227,7 +227,12 @@ func (s *Server) listValidators(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) getValidator(w http.ResponseWriter, r *http.Request) {
-	st, err := s.st.Status(r.Context(), r.PathValue("id"))
+	id, err := pathID(r)
+	if err != nil {
+		s.fail(w, r, "status", err)
+		return
+	}
+	st, err := s.st.Status(r.Context(), id)
 	if err != nil {
 		s.fail(w, r, "status", err)
 		return
@@ -245,7 +250,12 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	evs, err := s.st.Events(r.Context(), r.URL.Query().Get("validator"), limit)
+	id, err := queryID(r)
+	if err != nil {
+		s.fail(w, r, "events", err)
+		return
+	}
+	evs, err := s.st.Events(r.Context(), id, limit)
 	if err != nil {
 		s.fail(w, r, "events", err)
 		return
@@ -254,7 +264,12 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) journalList(w http.ResponseWriter, r *http.Request) {
-	entries, err := s.st.JournalEntries(r.Context(), r.URL.Query().Get("validator"))
+	id, err := queryID(r)
+	if err != nil {
+		s.fail(w, r, "journal_list", err)
+		return
+	}
+	entries, err := s.st.JournalEntries(r.Context(), id)
 	if err != nil {
 		s.fail(w, r, "journal_list", err)
 		return
@@ -292,9 +307,9 @@ func (s *Server) watchEpoch(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, "watch", err)
 		return
 	} else if ok {
-		cid, err := fencing.CanonicalValidatorID(r.PathValue("id"))
+		vid, err := pathID(r)
 		if err == nil {
-			err = id.PermitsValidator(cid)
+			err = id.PermitsValidator(vid)
 		}
 		if err != nil {
 			s.fail(w, r, "watch", err)
@@ -302,7 +317,12 @@ func (s *Server) watchEpoch(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	extendWrite(w, wait)
-	ep, rev, err := s.st.WatchEpoch(r.Context(), r.PathValue("id"), after, wait)
+	vid, err := pathID(r)
+	if err != nil {
+		s.fail(w, r, "watch", err)
+		return
+	}
+	ep, rev, err := s.st.WatchEpoch(r.Context(), vid, after, wait)
 	if err != nil {
 		s.fail(w, r, "watch", err)
 		return
@@ -410,7 +430,7 @@ func (s *Server) addValidator(r *http.Request, req api.AddValidatorRequest) (any
 }
 
 func (s *Server) freeze(r *http.Request, req api.FreezeRequest) (any, error) {
-	id, err := fencing.CanonicalValidatorID(r.PathValue("id"))
+	id, err := pathID(r)
 	if err != nil {
 		return nil, err
 	}
@@ -454,9 +474,8 @@ func (s *Server) acquire(r *http.Request, req api.AcquireRequest) (any, error) {
 	// The request was valid: keep it as the sidecar's presence, which a
 	// bump's preflight reads. It is advisory: a failure to record it does not
 	// refuse the lease.
-	cid, _ := fencing.CanonicalValidatorID(req.Validator)
-	if perr := s.st.RecordPresence(r.Context(), cid, fencing.Presence{Holder: req.Holder, Sidecar: req.Sidecar, Problems: req.Problems, Version: req.Version}); perr != nil {
-		s.lg.Warn("could not record a sidecar's presence", "validator", cid, "sidecar", req.Sidecar, "error", perr)
+	if perr := s.st.RecordPresence(r.Context(), req.Validator, fencing.Presence{Holder: req.Holder, Sidecar: req.Sidecar, Problems: req.Problems, Version: req.Version}); perr != nil {
+		s.lg.Warn("could not record a sidecar's presence", "validator", req.Validator, "sidecar", req.Sidecar, "error", perr)
 	}
 	return api.GrantResponse{Lease: g.Lease, Watermark: g.Watermark}, err
 }

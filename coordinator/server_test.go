@@ -185,7 +185,7 @@ func TestJournalBatch(t *testing.T) {
 	tc := newTestCoordinator(t)
 	ctx := context.Background()
 	var reqs []fencing.JournalRequest
-	for _, id := range []string{"val-1", "val-2", "val-3"} {
+	for _, id := range []fencing.ValidatorID{"val-1", "val-2", "val-3"} {
 		if _, err := tc.api.AddValidator(ctx, api.AddValidatorRequest{Validator: id, Holder: "region-a", Operator: "o", Reason: "r"}); err != nil {
 			t.Fatal(err)
 		}

@@ -679,7 +679,7 @@ func handovers(events []fencing.Event) (coop, part []time.Duration) {
 		if ev.BumpID == "" {
 			continue
 		}
-		b := get(ev.Validator + "/" + ev.BumpID)
+		b := get(string(ev.Validator) + "/" + ev.BumpID)
 		switch ev.Kind {
 		case fencing.EventFreeze, fencing.EventBumpStarted:
 			b.revoke = ev.At

@@ -399,7 +399,7 @@ func TestCliqueSingleSignerStuckAfterFailover(t *testing.T) {
 	if n := refusals(t, sb, fencing.CodeWatermark); n < len(stuck) {
 		t.Fatalf("%s counts %d watermark refusals, geth-b logged %d", sb.name, n, len(stuck))
 	}
-	st, err := c.api().Status(context.Background(), v.id)
+	st, err := c.api().Status(context.Background(), fencing.ValidatorID(v.id))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -190,7 +190,7 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		_, err = c.api().AddValidator(ctx, api.AddValidatorRequest{Validator: v.id, Holder: regionA, Operator: "e2e", Reason: "e2e onboarding"})
+		_, err = c.api().AddValidator(ctx, api.AddValidatorRequest{Validator: fencing.ValidatorID(v.id), Holder: regionA, Operator: "e2e", Reason: "e2e onboarding"})
 		cancel()
 		if err != nil {
 			t.Fatalf("AddValidator(%s) = %v", v.id, err)

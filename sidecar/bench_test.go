@@ -52,7 +52,7 @@ var benchClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 2
 // signOverHTTP posts one native sign request for validator at height and
 // fails unless it is signed.
 func signOverHTTP(b *testing.B, url, validator string, height uint64) {
-	body, _ := json.Marshal(SignRequest{Validator: validator, Height: height, Step: fencing.StepCommit, Digest: fencing.Digest{byte(height), byte(height >> 8)}})
+	body, _ := json.Marshal(SignRequest{Validator: fencing.ValidatorID(validator), Height: height, Step: fencing.StepCommit, Digest: fencing.Digest{byte(height), byte(height >> 8)}})
 	res, err := benchClient.Post(url+"/v1/sign", "application/json", bytes.NewReader(body))
 	if err != nil {
 		b.Error(err)

@@ -115,7 +115,7 @@ func (c *clefService) SignData(ctx context.Context, contentType string, addr str
 // clefSignData is a decoded account_signData request: a seal (through the
 // watermark) or a bare digest (epoch fence only).
 type clefSignData struct {
-	validator string
+	validator fencing.ValidatorID
 	seal      *seal
 	digest    fencing.Digest
 	legacyV   bool // V as 27/28, as Clef writes it for everything but Clique
@@ -155,11 +155,11 @@ func decodeSignData(contentType, addr string, data json.RawMessage) (clefSignDat
 
 // clefAddress checks that addr is an address; the gate then says whether
 // this sidecar holds its key.
-func clefAddress(addr string) (string, error) {
+func clefAddress(addr string) (fencing.ValidatorID, error) {
 	if !common.IsHexAddress(addr) || !strings.HasPrefix(strings.ToLower(addr), "0x") {
 		return "", fencing.Errorf(fencing.CodeBadRequest, "account %.80q is not a 0x-prefixed 20-byte address", addr)
 	}
-	return common.HexToAddress(addr).Hex(), nil
+	return fencing.ValidatorID(common.HexToAddress(addr).Hex()), nil // EIP-55: canonical
 }
 
 // clefTxResult is account_signTransaction's result, as Clef returns it.
@@ -193,14 +193,14 @@ func (c *clefService) SignTransaction(ctx context.Context, args json.RawMessage,
 
 // decodeSendTx reads apitypes.SendTxArgs strictly and builds the unsigned
 // transaction and its signer. Blob transactions are refused.
-func decodeSendTx(b json.RawMessage) (string, *types.Transaction, types.Signer, error) {
+func decodeSendTx(b json.RawMessage) (fencing.ValidatorID, *types.Transaction, types.Signer, error) {
 	var a apitypes.SendTxArgs
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&a); err != nil {
 		return "", nil, nil, fencing.Errorf(fencing.CodeBadRequest, "transaction arguments: %v", strings.TrimPrefix(err.Error(), "json: "))
 	}
-	bad := func(format string, args ...any) (string, *types.Transaction, types.Signer, error) {
+	bad := func(format string, args ...any) (fencing.ValidatorID, *types.Transaction, types.Signer, error) {
 		return "", nil, nil, fencing.Errorf(fencing.CodeBadRequest, format, args...)
 	}
 	from, err := clefAddress(a.From.Original())

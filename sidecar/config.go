@@ -109,7 +109,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("--validator names %d validators for %d keys; give one per --key, in order, or none", len(c.Validators), len(c.Keys)))
 	}
 	for _, v := range c.Validators {
-		if err := fencing.ValidateValidatorID(v); err != nil {
+		if _, err := fencing.ParseValidatorID(v); err != nil {
 			errs = append(errs, fmt.Errorf("--validator: %v", msg(err)))
 		}
 	}

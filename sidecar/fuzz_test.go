@@ -91,7 +91,7 @@ func FuzzEth1Sign(f *testing.F) {
 		f.Fatal(err)
 	}
 	k := &Key{Address: crypto.PubkeyToAddress(key.PublicKey), priv: key}
-	s := &Server{signer: &Signer{list: []*validatorGate{{id: k.Address.Hex(), key: k}}}}
+	s := &Server{signer: &Signer{list: []*validatorGate{{id: fencing.ValidatorID(k.Address.Hex()), key: k}}}}
 	f.Add(k.Address.Hex(), []byte(`{"data":"0x01"}`))
 	f.Fuzz(func(t *testing.T, identifier string, body []byte) {
 		var req Eth1SignRequest
@@ -104,7 +104,7 @@ func FuzzEth1Sign(f *testing.F) {
 			wantBadRequest(t, "eth1 request", err)
 			return
 		}
-		if v != k.Address.Hex() || digest != fencing.Digest(crypto.Keccak256Hash(req.Data)) || len(req.Data) == 0 {
+		if string(v) != k.Address.Hex() || digest != fencing.Digest(crypto.Keccak256Hash(req.Data)) || len(req.Data) == 0 {
 			t.Fatalf("eth1 request (%q, %x) = %s %s, want %s over keccak256(data)", identifier, req.Data, v, digest, k.Address)
 		}
 	})
@@ -150,7 +150,7 @@ func FuzzClefSendTx(f *testing.F) {
 			wantBadRequest(t, "account_signTransaction", err)
 			return
 		}
-		if !common.IsHexAddress(from) || signer.ChainID().Sign() <= 0 || (tx.Type() != types.LegacyTxType && tx.ChainId().Cmp(signer.ChainID()) != 0) {
+		if !common.IsHexAddress(string(from)) || signer.ChainID().Sign() <= 0 || (tx.Type() != types.LegacyTxType && tx.ChainId().Cmp(signer.ChainID()) != 0) {
 			t.Fatalf("accepted a transaction from %q, type %d, chain %s, signer chain %s", from, tx.Type(), tx.ChainId(), signer.ChainID())
 		}
 		sig, err := crypto.Sign(signer.Hash(tx).Bytes(), key)

@@ -19,7 +19,7 @@ type Coordinator interface {
 	Renew(ctx context.Context, l fencing.Lease, wm *fencing.Watermark) (fencing.Lease, error)
 	Release(ctx context.Context, l fencing.Lease, wm *fencing.Watermark) error
 	CheckLease(ctx context.Context, l fencing.Lease) error
-	WatchEpoch(ctx context.Context, id string, after int64, wait time.Duration) (fencing.Epoch, int64, error)
+	WatchEpoch(ctx context.Context, id fencing.ValidatorID, after int64, wait time.Duration) (fencing.Epoch, int64, error)
 	JournalSignature(ctx context.Context, r fencing.JournalRequest) (fencing.JournalEntry, error)
 	JournalBatch(ctx context.Context, rs []fencing.JournalRequest) ([]fencing.JournalEntry, []error, error)
 }
@@ -49,7 +49,7 @@ var _ Coordinator = (*api.Client)(nil)
 // one renew interval plus two renewal timeouts (docs/architecture.md).
 type LeaseKeeper struct {
 	coord     Coordinator
-	validator string
+	validator fencing.ValidatorID
 	holder    string
 	sidecar   string
 	ttl       time.Duration
@@ -78,10 +78,11 @@ type LeaseKeeper struct {
 
 // KeeperOptions configure a LeaseKeeper.
 type KeeperOptions struct {
-	Validator, Holder, Sidecar string
-	TTL, Margin, RenewEvery    time.Duration
-	Logger                     hclog.Logger
-	Now                        func() time.Time // default time.Now (monotonic)
+	Validator               fencing.ValidatorID
+	Holder, Sidecar         string
+	TTL, Margin, RenewEvery time.Duration
+	Logger                  hclog.Logger
+	Now                     func() time.Time // default time.Now (monotonic)
 	// ReportWatermark, when set (lease mode), is sent with every renewal and
 	// the release so the quorum watermark follows the local one, and signing
 	// is suspended from the first failed renewal until one succeeds.

@@ -46,7 +46,7 @@ func (c *slowCoordinator) JournalSignature(context.Context, fencing.JournalReque
 func (c *slowCoordinator) JournalBatch(context.Context, []fencing.JournalRequest) ([]fencing.JournalEntry, []error, error) {
 	return nil, nil, nil
 }
-func (c *slowCoordinator) WatchEpoch(ctx context.Context, id string, after int64, wait time.Duration) (fencing.Epoch, int64, error) {
+func (c *slowCoordinator) WatchEpoch(ctx context.Context, id fencing.ValidatorID, after int64, wait time.Duration) (fencing.Epoch, int64, error) {
 	<-ctx.Done()
 	return fencing.Epoch{}, after, ctx.Err()
 }

@@ -56,7 +56,7 @@ func (c *cutCoordinator) Release(ctx context.Context, l fencing.Lease, wm *fenci
 	return c.Coordinator.Release(ctx, l, wm)
 }
 
-func (c *cutCoordinator) WatchEpoch(ctx context.Context, id string, after int64, wait time.Duration) (fencing.Epoch, int64, error) {
+func (c *cutCoordinator) WatchEpoch(ctx context.Context, id fencing.ValidatorID, after int64, wait time.Duration) (fencing.Epoch, int64, error) {
 	if c.cut.Load() {
 		<-ctx.Done()
 		return fencing.Epoch{}, 0, errCut
@@ -97,7 +97,7 @@ func TestLeaseModeStopsAtFirstFailedRenewal(t *testing.T) {
 	height := uint64(0)
 	sign := func() error {
 		height++
-		_, err := a.SignHRS(ctx, addr, fencing.HRS{Height: height, Step: fencing.StepCommit}, fencing.Digest{byte(height), 1})
+		_, err := a.SignHRS(ctx, fencing.ValidatorID(addr), fencing.HRS{Height: height, Step: fencing.StepCommit}, fencing.Digest{byte(height), 1})
 		if err == nil {
 			sigs = append(sigs, signed{height, time.Now()})
 		}
@@ -131,7 +131,7 @@ func TestLeaseModeStopsAtFirstFailedRenewal(t *testing.T) {
 	// The standby takes over once region-a's lease expires in etcd; its
 	// floor is the last reported watermark.
 	c.Bump(t, addr, "region-b")
-	g, err := c.Client.Acquire(context.Background(), api.AcquireRequest{Validator: addr, Holder: "region-b", Sidecar: "b-0", TTLSeconds: 10})
+	g, err := c.Client.Acquire(context.Background(), api.AcquireRequest{Validator: fencing.ValidatorID(addr), Holder: "region-b", Sidecar: "b-0", TTLSeconds: 10})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,7 @@ import (
 // of internal/localjournal.
 type LocalJournal struct {
 	shared    *sharedJournal
-	validator string
+	validator fencing.ValidatorID
 	once      sync.Once
 }
 
@@ -31,11 +31,11 @@ type sharedJournal struct {
 // OpenLocalJournals opens the sidecar's journal in stateDir and returns a
 // view for each of validators, in order. It refuses to open anything but a
 // journal that passes every rule (a torn last record is cut, see Opened).
-func OpenLocalJournals(stateDir, sidecar string, validators []string) ([]*LocalJournal, error) {
+func OpenLocalJournals(stateDir, sidecar string, validators []fencing.ValidatorID) ([]*LocalJournal, error) {
 	return openLocalJournals(stateDir, validators, localjournal.Options{Sidecar: sidecar})
 }
 
-func openLocalJournals(stateDir string, validators []string, o localjournal.Options) ([]*LocalJournal, error) {
+func openLocalJournals(stateDir string, validators []fencing.ValidatorID, o localjournal.Options) ([]*LocalJournal, error) {
 	if len(validators) == 0 {
 		return nil, fmt.Errorf("local journal: no validators")
 	}

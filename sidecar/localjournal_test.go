@@ -20,7 +20,7 @@ func entry(h uint64, d byte) fencing.JournalEntry {
 
 func openOne(t *testing.T, dir string) *LocalJournal {
 	t.Helper()
-	js, err := OpenLocalJournals(dir, "a-0", []string{"val-1"})
+	js, err := OpenLocalJournals(dir, "a-0", []fencing.ValidatorID{"val-1"})
 	if err != nil {
 		t.Fatalf("OpenLocalJournals = %v", err)
 	}
@@ -99,7 +99,7 @@ func TestLocalJournalRefusesToStart(t *testing.T) {
 	if err := os.WriteFile(seg, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err = OpenLocalJournals(dir, "a-0", []string{"val-1"})
+	_, err = OpenLocalJournals(dir, "a-0", []fencing.ValidatorID{"val-1"})
 	if err == nil || !strings.Contains(err.Error(), seg+":3") || !strings.Contains(err.Error(), "refusing to start") || !strings.Contains(err.Error(), "never delete") {
 		t.Fatalf("OpenLocalJournals = %v, want a refusal naming %s:3", err, seg)
 	}
@@ -112,7 +112,7 @@ func TestLocalJournalRefusesToStart(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(old, "journal", "val-1.jsonl"), []byte(`{"validator":"val-1"}`+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := OpenLocalJournals(old, "a-0", []string{"val-1"}); err == nil || !strings.Contains(err.Error(), "old one-file-per-validator format") {
+	if _, err := OpenLocalJournals(old, "a-0", []fencing.ValidatorID{"val-1"}); err == nil || !strings.Contains(err.Error(), "old one-file-per-validator format") {
 		t.Fatalf("OpenLocalJournals(old format) = %v, want a refusal saying so", err)
 	}
 }
@@ -120,7 +120,7 @@ func TestLocalJournalRefusesToStart(t *testing.T) {
 // Once the journal cannot write, every check refuses (fail closed) instead
 // of signing without a record.
 func TestLocalJournalFailsClosed(t *testing.T) {
-	js, err := OpenLocalJournals(t.TempDir(), "a-0", []string{"val-1", "val-2"})
+	js, err := OpenLocalJournals(t.TempDir(), "a-0", []fencing.ValidatorID{"val-1", "val-2"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,9 +151,9 @@ func TestLocalJournalHammer(t *testing.T) {
 		rounds, attempts = 2, 50
 	}
 	dir := t.TempDir()
-	ids := make([]string, validators)
+	ids := make([]fencing.ValidatorID, validators)
 	for v := range ids {
-		ids[v] = fmt.Sprintf("val-%d", v)
+		ids[v] = fencing.ValidatorID(fmt.Sprintf("val-%d", v))
 	}
 	o := localjournal.Options{Sidecar: "a-0", SegmentSize: 8 << 10, RetainSegments: 2}
 	type slot struct {
@@ -221,7 +221,7 @@ func TestLocalJournalHammer(t *testing.T) {
 	}
 	for _, r := range c.Records {
 		var v int
-		_, _ = fmt.Sscanf(r.Validator, "val-%d", &v)
+		_, _ = fmt.Sscanf(string(r.Validator), "val-%d", &v)
 		if d, ok := acked[slot{v, r.HRS}]; !ok || d != r.Digest {
 			t.Errorf("the journal holds %s at %s with %x, acknowledged %x (%t)", r.Validator, r.HRS, r.Digest[:2], d[:2], ok)
 		}

@@ -25,18 +25,18 @@ func NewSigner(cfg Config, coord Coordinator, reg prometheus.Registerer, lg hclo
 	if err != nil {
 		return nil, err
 	}
-	s := &Signer{mode: Mode(cfg.Mode), coord: coord, batcher: newJournalBatcher(coord), sidecar: cfg.Name, validators: map[string]*validatorGate{}, m: m}
+	s := &Signer{mode: Mode(cfg.Mode), coord: coord, batcher: newJournalBatcher(coord), sidecar: cfg.Name, validators: map[fencing.ValidatorID]*validatorGate{}, m: m}
 	keys := make([]*Key, len(cfg.Keys))
-	ids := make([]string, len(cfg.Keys))
-	seen := map[string]bool{}
+	ids := make([]fencing.ValidatorID, len(cfg.Keys))
+	seen := map[fencing.ValidatorID]bool{}
 	for i, path := range cfg.Keys {
 		k, err := LoadKey(path, cfg.PasswordFile)
 		if err != nil {
 			return nil, err
 		}
-		id := k.Address.Hex()
+		id := fencing.ValidatorID(k.Address.Hex()) // EIP-55: canonical
 		if len(cfg.Validators) > 0 {
-			if id, err = fencing.CanonicalValidatorID(cfg.Validators[i]); err != nil {
+			if id, err = fencing.ParseValidatorID(cfg.Validators[i]); err != nil {
 				return nil, err
 			}
 		}
@@ -65,7 +65,7 @@ func NewSigner(cfg Config, coord Coordinator, reg prometheus.Registerer, lg hclo
 		g := &validatorGate{id: id, key: k, journal: j, keeper: NewLeaseKeeper(coord, ko)}
 		s.list = append(s.list, g)
 		s.validators[id] = g
-		s.validators[k.Address.Hex()] = g
+		s.validators[fencing.ValidatorID(k.Address.Hex())] = g
 		lg.Info("validator configured", "validator", id, "address", k.Address.Hex(), "local_watermark", wmText(j.Watermark()))
 	}
 	for _, c := range []prometheus.Collector{leaseCollector{signer: s}, version.Collector("fence-sidecar")} {

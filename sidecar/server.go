@@ -32,18 +32,18 @@ type Server struct {
 
 // SignRequest is the native API's request (POST /v1/sign).
 type SignRequest struct {
-	Validator string         `json:"validator"`
-	Height    uint64         `json:"height"`
-	Round     uint64         `json:"round"`
-	Step      fencing.Step   `json:"step"`
-	Digest    fencing.Digest `json:"digest"`
+	Validator fencing.ValidatorID `json:"validator"`
+	Height    uint64              `json:"height"`
+	Round     uint64              `json:"round"`
+	Step      fencing.Step        `json:"step"`
+	Digest    fencing.Digest      `json:"digest"`
 }
 
 // DigestSignRequest is the body of POST /v1/sign/digest: a bare 32-byte
 // digest that carries no HRS (the Besu plugin's SecurityModule.sign).
 type DigestSignRequest struct {
-	Validator string         `json:"validator"`
-	Digest    fencing.Digest `json:"digest"`
+	Validator fencing.ValidatorID `json:"validator"`
+	Digest    fencing.Digest      `json:"digest"`
 }
 
 // SignResponse is a signature (65 bytes R‖S‖V hex, V 0 or 1) and its epoch.
@@ -130,7 +130,7 @@ func (s *Server) holding() (all bool, checks []map[string]string) {
 		if !held {
 			st, all = "DOWN", false
 		}
-		checks = append(checks, map[string]string{"id": v.ID, "status": st, "epoch": fmt.Sprint(epoch), "lease_remaining": rem.Round(time.Millisecond).String()})
+		checks = append(checks, map[string]string{"id": string(v.ID), "status": st, "epoch": fmt.Sprint(epoch), "lease_remaining": rem.Round(time.Millisecond).String()})
 	}
 	return all, checks
 }
@@ -226,13 +226,13 @@ func (c leaseCollector) Collect(ch chan<- prometheus.Metric) {
 		if held {
 			h = 1
 		}
-		ch <- prometheus.MustNewConstMetric(leaseHeldDesc, prometheus.GaugeValue, h, v.ID)
-		ch <- prometheus.MustNewConstMetric(leaseEpochDes, prometheus.GaugeValue, float64(epoch), v.ID)
-		ch <- prometheus.MustNewConstMetric(leaseRemDesc, prometheus.GaugeValue, rem.Seconds(), v.ID)
+		ch <- prometheus.MustNewConstMetric(leaseHeldDesc, prometheus.GaugeValue, h, string(v.ID))
+		ch <- prometheus.MustNewConstMetric(leaseEpochDes, prometheus.GaugeValue, float64(epoch), string(v.ID))
+		ch <- prometheus.MustNewConstMetric(leaseRemDesc, prometheus.GaugeValue, rem.Seconds(), string(v.ID))
 		r := 0.0
 		if v.Keeper.Ready() {
 			r = 1
 		}
-		ch <- prometheus.MustNewConstMetric(readyDesc, prometheus.GaugeValue, r, v.ID)
+		ch <- prometheus.MustNewConstMetric(readyDesc, prometheus.GaugeValue, r, string(v.ID))
 	}
 }

@@ -131,7 +131,7 @@ func hammer(t *testing.T, mode Mode) {
 					h := top - min(top-1, r.Uint64N(60))
 					hrs := fencing.HRS{Height: h, Round: r.Uint64N(2), Step: []fencing.Step{fencing.StepPrepare, fencing.StepCommit}[r.IntN(2)]}
 					d := digestOf(name, w, hrs)
-					res, err := s.SignHRS(ctx, addr, hrs, d)
+					res, err := s.SignHRS(ctx, fencing.ValidatorID(addr), hrs, d)
 					mu.Lock()
 					if err == nil {
 						got = append(got, signed{name, res.Epoch, hrs, d, res.Signature})
@@ -213,7 +213,7 @@ func TestManyValidatorsOneSidecar(t *testing.T) {
 		wg.Go(func() {
 			for h := uint64(1); h <= 20; h++ {
 				hrs := fencing.HRS{Height: h, Step: fencing.StepCommit}
-				res, err := s.SignHRS(context.Background(), a, hrs, digestOf(a, 0, hrs))
+				res, err := s.SignHRS(context.Background(), fencing.ValidatorID(a), hrs, digestOf(a, 0, hrs))
 				if err != nil || len(res.Signature) != 65 {
 					failures.Add(1)
 					t.Errorf("SignHRS(%s, %s) = %v", a, hrs, err)

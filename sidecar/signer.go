@@ -37,13 +37,13 @@ type Signer struct {
 	coord      Coordinator
 	batcher    *journalBatcher
 	sidecar    string
-	validators map[string]*validatorGate // by canonical ID and by canonical (EIP-55) address
+	validators map[fencing.ValidatorID]*validatorGate // by canonical ID and by canonical (EIP-55) address
 	list       []*validatorGate
 	m          *signerMetrics
 }
 
 type validatorGate struct {
-	id      string
+	id      fencing.ValidatorID
 	key     *Key
 	keeper  *LeaseKeeper
 	journal *LocalJournal
@@ -51,7 +51,7 @@ type validatorGate struct {
 
 // Validator describes one validator of the sidecar.
 type Validator struct {
-	ID     string
+	ID     fencing.ValidatorID
 	Key    *Key
 	Keeper *LeaseKeeper
 }
@@ -65,15 +65,13 @@ func (s *Signer) Validators() []Validator {
 	return out
 }
 
-func (s *Signer) gate(validator string) (*validatorGate, error) {
-	if id, err := fencing.CanonicalValidatorID(validator); err == nil {
-		if g, ok := s.validators[id]; ok {
-			return g, nil
-		}
+func (s *Signer) gate(validator fencing.ValidatorID) (*validatorGate, error) {
+	if g, ok := s.validators[validator]; ok {
+		return g, nil
 	}
 	ids := make([]string, 0, len(s.list))
 	for _, g := range s.list {
-		ids = append(ids, g.id)
+		ids = append(ids, string(g.id))
 	}
 	sort.Strings(ids)
 	return nil, fencing.Errorf(fencing.CodeBadRequest, "this sidecar has no key for validator %q (it signs for %s)", validator, strings.Join(ids, ", "))
@@ -92,7 +90,7 @@ func (s *Signer) gate(validator string) (*validatorGate, error) {
 //  5. the deadline is checked again, then the digest is signed.
 //
 // Any failure refuses with its code word and signs nothing (inv. 7).
-func (s *Signer) SignHRS(ctx context.Context, validator string, hrs fencing.HRS, digest fencing.Digest) (SignResult, error) {
+func (s *Signer) SignHRS(ctx context.Context, validator fencing.ValidatorID, hrs fencing.HRS, digest fencing.Digest) (SignResult, error) {
 	start := time.Now()
 	g, err := s.gate(validator)
 	if err != nil {
@@ -135,7 +133,7 @@ func (s *Signer) SignHRS(ctx context.Context, validator string, hrs fencing.HRS,
 // eth1, Clef data and transactions). Only the epoch fence applies: the lease
 // must be held with its deadline ahead, and in strict mode the coordinator
 // must confirm the lease in etcd at this moment.
-func (s *Signer) SignDigest(ctx context.Context, validator string, digest fencing.Digest) (SignResult, error) {
+func (s *Signer) SignDigest(ctx context.Context, validator fencing.ValidatorID, digest fencing.Digest) (SignResult, error) {
 	start := time.Now()
 	g, err := s.gate(validator)
 	if err != nil {
@@ -167,7 +165,7 @@ func (s *Signer) finish(g *validatorGate, lease fencing.Lease, digest fencing.Di
 	if err != nil {
 		return SignResult{}, s.m.refused(g.id, fencing.Errorf(fencing.CodeBadRequest, "sign: %v", err))
 	}
-	s.m.signatures.WithLabelValues(g.id, "signed").Inc()
+	s.m.signatures.WithLabelValues(string(g.id), "signed").Inc()
 	s.m.sign.Observe(time.Since(start).Seconds())
 	return SignResult{Signature: sig, Epoch: lease.Epoch}, nil
 }
@@ -218,7 +216,7 @@ func newSignerMetrics(reg prometheus.Registerer) (*signerMetrics, error) {
 	return m, nil
 }
 
-func (m *signerMetrics) refused(validator string, err error) error {
-	m.signatures.WithLabelValues(validator, string(fencing.CodeOf(err))).Inc()
+func (m *signerMetrics) refused(validator fencing.ValidatorID, err error) error {
+	m.signatures.WithLabelValues(string(validator), string(fencing.CodeOf(err))).Inc()
 	return err
 }

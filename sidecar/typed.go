@@ -30,8 +30,8 @@ import (
 // HeaderSignRequest is the typed helpers' request: the RLP of a block header
 // as hex (0x optional).
 type HeaderSignRequest struct {
-	Validator string  `json:"validator"`
-	Header    hexData `json:"header"`
+	Validator fencing.ValidatorID `json:"validator"`
+	Header    hexData             `json:"header"`
 }
 
 // SealResponse is a typed helper's answer: the signature, its epoch, and the

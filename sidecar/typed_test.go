@@ -231,7 +231,7 @@ func headerRLP(t testing.TB, h *types.Header) string {
 // signSeal asks a typed helper for a seal and checks the answer's shape.
 func (r *surfaceRig) signSeal(t testing.TB, path string, h *types.Header) (SealResponse, []byte) {
 	t.Helper()
-	status, body := r.postJSON(t, path, HeaderSignRequest{Validator: r.ids[0], Header: hexData(common.FromHex(headerRLP(t, h)))})
+	status, body := r.postJSON(t, path, HeaderSignRequest{Validator: fencing.ValidatorID(r.ids[0]), Header: hexData(common.FromHex(headerRLP(t, h)))})
 	if status != http.StatusOK {
 		t.Fatalf("POST %s = %d %s, want 200", path, status, body)
 	}
@@ -303,10 +303,10 @@ func TestTypedQBFTCommitSeal(t *testing.T) {
 	if again, sig2 := r.signSeal(t, "/v1/sign/qbft-commit", h); !bytes.Equal(sig, sig2) || again.HRS != res.HRS {
 		t.Fatalf("re-signing the same header = %x, want %x", sig2, sig)
 	}
-	status, body := r.postJSON(t, "/v1/sign/qbft-commit", HeaderSignRequest{Validator: r.ids[0], Header: common.FromHex(headerRLP(t, qbftTestHeader(t, n, 2, 1001, validators)))})
+	status, body := r.postJSON(t, "/v1/sign/qbft-commit", HeaderSignRequest{Validator: fencing.ValidatorID(r.ids[0]), Header: common.FromHex(headerRLP(t, qbftTestHeader(t, n, 2, 1001, validators)))})
 	wantCode(t, "a second header at the same HRS", status, body, http.StatusPreconditionFailed, fencing.CodeWatermark)
 	// A lower round of the same height is below the watermark.
-	status, body = r.postJSON(t, "/v1/sign/qbft-commit", HeaderSignRequest{Validator: r.ids[0], Header: common.FromHex(headerRLP(t, qbftTestHeader(t, n, 1, 1000, validators)))})
+	status, body = r.postJSON(t, "/v1/sign/qbft-commit", HeaderSignRequest{Validator: fencing.ValidatorID(r.ids[0]), Header: common.FromHex(headerRLP(t, qbftTestHeader(t, n, 1, 1000, validators)))})
 	wantCode(t, "a lower round", status, body, http.StatusPreconditionFailed, fencing.CodeWatermark)
 }
 
@@ -339,14 +339,14 @@ func jsonSurface(name string, req func(t testing.TB, r *surfaceRig) (path string
 func surfaces() []surface {
 	return append([]surface{
 		jsonSurface("native", func(t testing.TB, r *surfaceRig) (string, any) {
-			return "/v1/sign", SignRequest{Validator: r.ids[0], Height: r.height(), Step: fencing.StepPrepare, Digest: fencing.Digest{1}}
+			return "/v1/sign", SignRequest{Validator: fencing.ValidatorID(r.ids[0]), Height: r.height(), Step: fencing.StepPrepare, Digest: fencing.Digest{1}}
 		}),
 		jsonSurface("typed clique", func(t testing.TB, r *surfaceRig) (string, any) {
-			return "/v1/sign/clique", HeaderSignRequest{Validator: r.ids[0], Header: common.FromHex(headerRLP(t, cliqueTestHeader(r.height(), 1, nil, nil)))}
+			return "/v1/sign/clique", HeaderSignRequest{Validator: fencing.ValidatorID(r.ids[0]), Header: common.FromHex(headerRLP(t, cliqueTestHeader(r.height(), 1, nil, nil)))}
 		}),
 		jsonSurface("typed qbft", func(t testing.TB, r *surfaceRig) (string, any) {
 			h := qbftTestHeader(t, r.height(), 0, 1, []common.Address{r.address(0)})
-			return "/v1/sign/qbft-commit", HeaderSignRequest{Validator: r.ids[0], Header: common.FromHex(headerRLP(t, h))}
+			return "/v1/sign/qbft-commit", HeaderSignRequest{Validator: fencing.ValidatorID(r.ids[0]), Header: common.FromHex(headerRLP(t, h))}
 		}),
 		jsonSurface("web3signer eth1", func(t testing.TB, r *surfaceRig) (string, any) {
 			return "/api/v1/eth1/sign/" + hexutil.Encode(r.signer.Validators()[0].Key.PublicKey()), Eth1SignRequest{Data: []byte("payload")}
@@ -592,9 +592,9 @@ func TestIBFT2CommitSeal(t *testing.T) {
 		if err != nil || len(sh.Seals) != 1 || sh.Seals[0].Signer != r.address(0) || sh.Round != 3 {
 			t.Fatalf("VerifyHeader(sealed) = %+v, %v, want one seal by %s at round 3", sh, err, r.address(0))
 		}
-		status, body := r.postJSON(t, "/v1/sign/ibft2-commit", HeaderSignRequest{Validator: r.ids[0], Header: common.FromHex(headerRLP(t, ibft2TestHeader(t, n, 3, 1001, validators, true)))})
+		status, body := r.postJSON(t, "/v1/sign/ibft2-commit", HeaderSignRequest{Validator: fencing.ValidatorID(r.ids[0]), Header: common.FromHex(headerRLP(t, ibft2TestHeader(t, n, 3, 1001, validators, true)))})
 		wantCode(t, "a second IBFT 2.0 header at the same HRS", status, body, http.StatusPreconditionFailed, fencing.CodeWatermark)
-		status, body = r.postJSON(t, "/v1/sign/qbft-commit", HeaderSignRequest{Validator: r.ids[0], Header: common.FromHex(headerRLP(t, ibft2TestHeader(t, r.height(), 3, 1000, validators, true)))})
+		status, body = r.postJSON(t, "/v1/sign/qbft-commit", HeaderSignRequest{Validator: fencing.ValidatorID(r.ids[0]), Header: common.FromHex(headerRLP(t, ibft2TestHeader(t, r.height(), 3, 1000, validators, true)))})
 		wantCode(t, "an IBFT 2.0 header on the QBFT endpoint", status, body, http.StatusBadRequest, fencing.CodeBadRequest)
 	})
 

@@ -87,7 +87,7 @@ func (s *Server) eth1Sign(w http.ResponseWriter, r *http.Request) {
 
 // eth1Request checks a decoded sign request and returns the validator that
 // identifier names and the digest to sign, keccak256(data).
-func (s *Server) eth1Request(identifier string, req Eth1SignRequest) (string, fencing.Digest, error) {
+func (s *Server) eth1Request(identifier string, req Eth1SignRequest) (fencing.ValidatorID, fencing.Digest, error) {
 	if len(req.Data) == 0 {
 		return "", fencing.Digest{}, fencing.Errorf(fencing.CodeBadRequest, `request body needs "data": the hex bytes whose keccak256 is signed`)
 	}

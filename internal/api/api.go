@@ -30,10 +30,10 @@ type ErrorResponse struct {
 
 // AddValidatorRequest registers a validator (POST /v1/validators).
 type AddValidatorRequest struct {
-	Validator string `json:"validator"`
-	Holder    string `json:"holder"`
-	Operator  string `json:"operator"`
-	Reason    string `json:"reason"`
+	Validator fencing.ValidatorID `json:"validator"`
+	Holder    string              `json:"holder"`
+	Operator  string              `json:"operator"`
+	Reason    string              `json:"reason"`
 }
 
 // FreezeRequest revokes the active epoch (POST /v1/validators/{id}/freeze).
@@ -67,13 +67,13 @@ type BumpRequest struct {
 
 // BumpPlan is a bump's dry run: what it would do and what was checked.
 type BumpPlan struct {
-	Validator string             `json:"validator"`
-	From      fencing.Epoch      `json:"from"`
-	To        string             `json:"to"`
-	Leases    []LiveLease        `json:"leases"`
-	Checks    []Check            `json:"checks"`
-	Steps     []string           `json:"steps"`
-	Standbys  []fencing.Presence `json:"standbys"`
+	Validator fencing.ValidatorID `json:"validator"`
+	From      fencing.Epoch       `json:"from"`
+	To        string              `json:"to"`
+	Leases    []LiveLease         `json:"leases"`
+	Checks    []Check             `json:"checks"`
+	Steps     []string            `json:"steps"`
+	Standbys  []fencing.Presence  `json:"standbys"`
 }
 
 // LiveLease is a live lease and the time before etcd expires it.
@@ -147,10 +147,10 @@ type JournalListResponse struct {
 
 // AcquireRequest asks for a lease (POST /v1/leases).
 type AcquireRequest struct {
-	Validator  string `json:"validator"`
-	Holder     string `json:"holder"`
-	Sidecar    string `json:"sidecar"`
-	TTLSeconds int64  `json:"ttl_seconds"`
+	Validator  fencing.ValidatorID `json:"validator"`
+	Holder     string              `json:"holder"`
+	Sidecar    string              `json:"sidecar"`
+	TTLSeconds int64               `json:"ttl_seconds"`
 	// Problems says why the sidecar could not sign if granted now; the
 	// coordinator keeps it, with Version, as the sidecar's presence (what a
 	// bump's preflight checks), whether or not the lease is granted.

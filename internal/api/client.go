@@ -231,34 +231,34 @@ func (c *Client) Statuses(ctx context.Context) ([]fencing.Status, error) {
 }
 
 // Status reads one validator.
-func (c *Client) Status(ctx context.Context, id string) (fencing.Status, error) {
+func (c *Client) Status(ctx context.Context, id fencing.ValidatorID) (fencing.Status, error) {
 	var out fencing.Status
-	_, err := c.do(ctx, http.MethodGet, "/v1/validators/"+url.PathEscape(id), nil, &out)
+	_, err := c.do(ctx, http.MethodGet, "/v1/validators/"+url.PathEscape(string(id)), nil, &out)
 	return out, err
 }
 
 // Freeze revokes id's active epoch.
-func (c *Client) Freeze(ctx context.Context, id string, r FreezeRequest) (fencing.Epoch, error) {
+func (c *Client) Freeze(ctx context.Context, id fencing.ValidatorID, r FreezeRequest) (fencing.Epoch, error) {
 	var out EpochResponse
-	_, err := c.do(ctx, http.MethodPost, "/v1/validators/"+url.PathEscape(id)+"/freeze", r, &out)
+	_, err := c.do(ctx, http.MethodPost, "/v1/validators/"+url.PathEscape(string(id))+"/freeze", r, &out)
 	return out.Epoch, err
 }
 
 // Bump moves id to r.To and waits up to r.Wait for the grant. A bump still
 // draining when the wait ends returns its progress with an in_progress error.
-func (c *Client) Bump(ctx context.Context, id string, r BumpRequest) (fencing.BumpResult, error) {
+func (c *Client) Bump(ctx context.Context, id fencing.ValidatorID, r BumpRequest) (fencing.BumpResult, error) {
 	var out fencing.BumpResult
 	ctx, cancel := context.WithTimeout(ctx, r.Wait.Duration+c.opts.Timeout)
 	defer cancel()
-	_, err := c.doWait(ctx, r.Wait.Duration, http.MethodPost, "/v1/validators/"+url.PathEscape(id)+"/bump", r, &out)
+	_, err := c.doWait(ctx, r.Wait.Duration, http.MethodPost, "/v1/validators/"+url.PathEscape(string(id))+"/bump", r, &out)
 	return out, err
 }
 
 // Events reads the history of id (all validators when empty).
-func (c *Client) Events(ctx context.Context, id string, limit int) ([]fencing.Event, error) {
+func (c *Client) Events(ctx context.Context, id fencing.ValidatorID, limit int) ([]fencing.Event, error) {
 	q := url.Values{}
 	if id != "" {
-		q.Set("validator", id)
+		q.Set("validator", string(id))
 	}
 	if limit > 0 {
 		q.Set("limit", strconv.Itoa(limit))
@@ -269,10 +269,10 @@ func (c *Client) Events(ctx context.Context, id string, limit int) ([]fencing.Ev
 }
 
 // JournalEntries reads the quorum journal of id (all when empty).
-func (c *Client) JournalEntries(ctx context.Context, id string) ([]fencing.JournalEntry, error) {
+func (c *Client) JournalEntries(ctx context.Context, id fencing.ValidatorID) ([]fencing.JournalEntry, error) {
 	q := url.Values{}
 	if id != "" {
-		q.Set("validator", id)
+		q.Set("validator", string(id))
 	}
 	var out JournalListResponse
 	_, err := c.do(ctx, http.MethodGet, "/v1/journal?"+q.Encode(), nil, &out)
@@ -324,12 +324,12 @@ func (c *Client) CheckLease(ctx context.Context, l fencing.Lease) error {
 
 // WatchEpoch returns id's epoch as soon as its revision is above after, or
 // after wait with the current one.
-func (c *Client) WatchEpoch(ctx context.Context, id string, after int64, wait time.Duration) (fencing.Epoch, int64, error) {
+func (c *Client) WatchEpoch(ctx context.Context, id fencing.ValidatorID, after int64, wait time.Duration) (fencing.Epoch, int64, error) {
 	q := url.Values{"after": {strconv.FormatInt(after, 10)}, "wait": {wait.String()}}
 	ctx, cancel := context.WithTimeout(ctx, wait+c.opts.Timeout)
 	defer cancel()
 	var out EpochResponse
-	_, err := c.doWait(ctx, wait, http.MethodGet, "/v1/validators/"+url.PathEscape(id)+"/epoch?"+q.Encode(), nil, &out)
+	_, err := c.doWait(ctx, wait, http.MethodGet, "/v1/validators/"+url.PathEscape(string(id))+"/epoch?"+q.Encode(), nil, &out)
 	return out.Epoch, out.Revision, err
 }
 

@@ -148,7 +148,7 @@ func TestMainJournal(t *testing.T) {
 	// The local journal of the new holder's sidecar, its last write torn.
 	state := t.TempDir()
 	local := func(h uint64, d byte, sec int) fencing.JournalEntry {
-		return fencing.JournalEntry{Validator: "0x7e5f4552091a69125d5dfcb7b8c2659029395bdf", HRS: fencing.HRS{Height: h, Step: fencing.StepCommit},
+		return fencing.JournalEntry{Validator: "0x7E5F4552091A69125d5DfCb7b8C2659029395Bdf", HRS: fencing.HRS{Height: h, Step: fencing.StepCommit},
 			Digest: fencing.Digest{d}, Epoch: 2, Sidecar: "validator-0.b", At: time.Date(2026, 3, 1, 12, 5, sec, 0, time.UTC)}
 	}
 	seg := writeLocal(t, state, "validator-0.b", local(99, 0x99, 0), local(100, 0xbb, 5), local(101, 0x01, 10))

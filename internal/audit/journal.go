@@ -39,7 +39,7 @@ func AuditJournal(events []fencing.Event, sets ...JournalSet) *Report {
 	fenced := map[string]map[uint64]fencing.Event{}  // validator -> epoch -> when every lease was gone
 	for _, ev := range events {
 		if ev.Kind == fencing.EventFenced && ev.From != nil {
-			v := canonicalValidator(ev.Validator)
+			v := string(ev.Validator)
 			if fenced[v] == nil {
 				fenced[v] = map[uint64]fencing.Event{}
 			}
@@ -55,7 +55,7 @@ func AuditJournal(events []fencing.Event, sets ...JournalSet) *Report {
 			r.Warnings = append(r.Warnings, fmt.Sprintf("revoke event of %s at revision %d carries no epoch; writes after it cannot be checked", ev.Validator, ev.Revision))
 			continue
 		}
-		v := canonicalValidator(ev.Validator)
+		v := string(ev.Validator)
 		n := ev.To.Epoch
 		if revokes[v] == nil {
 			revokes[v] = map[uint64]fencing.Event{}
@@ -70,7 +70,7 @@ func AuditJournal(events []fencing.Event, sets ...JournalSet) *Report {
 			if i < len(set.Lines) {
 				src = set.Lines[i]
 			}
-			v := canonicalValidator(e.Validator)
+			v := string(e.Validator)
 			r.Signatures++
 			d.Add(Signature{
 				Validator: v, HRS: e.HRS, Digest: e.Digest,
@@ -122,15 +122,6 @@ func earlierEvent(a, b fencing.Event) bool {
 		return a.Revision < b.Revision
 	}
 	return a.At.Before(b.At)
-}
-
-// canonicalValidator maps an address to EIP-55 so that one validator has one
-// name; anything else is kept as written.
-func canonicalValidator(id string) string {
-	if c, err := fencing.CanonicalValidatorID(id); err == nil {
-		return c
-	}
-	return id
 }
 
 // LocalJournal is what LoadLocalJournal read.

@@ -21,12 +21,12 @@ func dg(b byte) fencing.Digest { return fencing.Digest{b} }
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
-func entry(validator string, h, r uint64, step fencing.Step, d byte, epoch uint64, sidecar string, at time.Time) fencing.JournalEntry {
+func entry(validator fencing.ValidatorID, h, r uint64, step fencing.Step, d byte, epoch uint64, sidecar string, at time.Time) fencing.JournalEntry {
 	return fencing.JournalEntry{Validator: validator, HRS: fencing.HRS{Height: h, Round: r, Step: step}, Digest: dg(d), Epoch: epoch, Sidecar: sidecar, At: at}
 }
 
 func revokeEvent(validator string, epoch uint64, at time.Time, rev int64) fencing.Event {
-	return fencing.Event{Kind: fencing.EventFreeze, Validator: validator, At: at, Revision: rev,
+	return fencing.Event{Kind: fencing.EventFreeze, Validator: fencing.ValidatorID(validator), At: at, Revision: rev,
 		From: &fencing.Epoch{Epoch: epoch, State: fencing.StateActive, Holder: "region-a"},
 		To:   &fencing.Epoch{Epoch: epoch, State: fencing.StateRevoking, Holder: "region-a"}}
 }
@@ -58,7 +58,7 @@ func TestAuditJournal(t *testing.T) {
 			name: "same HRS, two digests, across regions and sources",
 			sets: []JournalSet{
 				{Source: "quorum journal", Entries: []fencing.JournalEntry{entry(valA, 10, 0, fencing.StepCommit, 1, 1, "validator-0", t0)}},
-				{Source: "local journal", Entries: []fencing.JournalEntry{entry(strings.ToLower(valA), 10, 0, fencing.StepCommit, 2, 2, "validator-0.b", t0)},
+				{Source: "local journal", Entries: []fencing.JournalEntry{entry(valA, 10, 0, fencing.StepCommit, 2, 2, "validator-0.b", t0)},
 					Lines: []string{"/state/journal/a.jsonl:3"}},
 			},
 			wantDups: []fencing.HRS{{Height: 10, Round: 0, Step: fencing.StepCommit}},

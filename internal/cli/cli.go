@@ -62,7 +62,7 @@ Examples:
 
 Exit codes:
   0 done   1 refused by the coordinator (the message says why)   2 bad usage
-  3 coordinator or etcd unavailable (nothing changed)   4 bump still draining after --timeout
+  3 coordinator or etcd unavailable (not confirmed; re-read fencectl status)   4 bump still draining after --timeout
   audit: 0 clean, 1 duplicates found, 2 incomplete
 
 Run 'fencectl COMMAND --help' for a command's flags.

@@ -30,10 +30,14 @@ func statusCommand() command {
 					return e.fail("status", err)
 				}
 			}
-			for _, id := range args {
+			ids, err := parseIDs(args)
+			if err != nil {
+				return e.usageError(err)
+			}
+			for _, id := range ids {
 				st, err := c.Status(e.ctx, id)
 				if err != nil {
-					return e.fail("status "+id, err)
+					return e.fail("status "+string(id), err)
 				}
 				sts = append(sts, st)
 			}
@@ -98,7 +102,11 @@ func addCommand() command {
 			if err != nil {
 				return e.usageError(err)
 			}
-			ep, err := c.AddValidator(e.ctx, api.AddValidatorRequest{Validator: args[0], Holder: holder, Operator: ch.operator, Reason: ch.reason})
+			id, err := fencing.ParseValidatorID(args[0])
+			if err != nil {
+				return e.usageError(err)
+			}
+			ep, err := c.AddValidator(e.ctx, api.AddValidatorRequest{Validator: id, Holder: holder, Operator: ch.operator, Reason: ch.reason})
 			if err != nil {
 				return e.fail("validator add", err)
 			}
@@ -113,12 +121,12 @@ func addCommand() command {
 
 // targets resolves the validators a command acts on: the arguments, or every
 // validator whose current holder is holder and that keep says to act on.
-func (e *env) targets(c *api.Client, args []string, holder, flagName string, keep func(fencing.Status) bool) ([]string, error) {
+func (e *env) targets(c *api.Client, args []string, holder, flagName string, keep func(fencing.Status) bool) ([]fencing.ValidatorID, error) {
 	switch {
 	case len(args) > 0 && holder != "":
 		return nil, fmt.Errorf("name validators or give %s, not both", flagName)
 	case len(args) > 0:
-		return args, nil
+		return parseIDs(args)
 	case holder == "":
 		return nil, fmt.Errorf("name at least one VALIDATOR or give %s H", flagName)
 	}
@@ -126,7 +134,7 @@ func (e *env) targets(c *api.Client, args []string, holder, flagName string, kee
 	if err != nil {
 		return nil, err
 	}
-	var ids []string
+	var ids []fencing.ValidatorID
 	for _, s := range sts {
 		if s.Epoch.Holder == holder && keep(s) {
 			ids = append(ids, s.ID)
@@ -134,6 +142,19 @@ func (e *env) targets(c *api.Client, args []string, holder, flagName string, kee
 	}
 	if len(ids) == 0 {
 		return nil, fencing.Errorf(fencing.CodeNotFound, "no validator held by %s is in a state this command acts on (see fencectl status)", holder)
+	}
+	return ids, nil
+}
+
+// parseIDs parses validator arguments (where they enter).
+func parseIDs(args []string) ([]fencing.ValidatorID, error) {
+	ids := make([]fencing.ValidatorID, len(args))
+	for i, a := range args {
+		id, err := fencing.ParseValidatorID(a)
+		if err != nil {
+			return nil, err
+		}
+		ids[i] = id
 	}
 	return ids, nil
 }
@@ -175,7 +196,7 @@ bump grants a new epoch.
 			for _, id := range ids {
 				ep, err := c.Freeze(e.ctx, id, api.FreezeRequest{ExpectedEpoch: expected, Operator: ch.operator, Reason: ch.reason})
 				if err != nil {
-					worst = max(worst, e.fail("freeze "+id, err))
+					worst = max(worst, e.fail("freeze "+string(id), err))
 					continue
 				}
 				out = append(out, api.EpochResponse{Epoch: ep})
@@ -269,9 +290,9 @@ after the grant:
 }
 
 // bumpAll bumps ids in parallel and prints each timeline.
-func (e *env) bumpAll(c *api.Client, ids []string, req api.BumpRequest) int {
+func (e *env) bumpAll(c *api.Client, ids []fencing.ValidatorID, req api.BumpRequest) int {
 	type result struct {
-		id  string
+		id  fencing.ValidatorID
 		res fencing.BumpResult
 		err error
 	}
@@ -293,7 +314,7 @@ func (e *env) bumpAll(c *api.Client, ids []string, req api.BumpRequest) int {
 	var out []fencing.BumpResult
 	for _, r := range results {
 		if r.err != nil && fencing.CodeOf(r.err) != fencing.CodeInProgress {
-			worst = max(worst, e.fail("bump "+r.id, r.err))
+			worst = max(worst, e.fail("bump "+string(r.id), r.err))
 			continue
 		}
 		if r.err != nil {
@@ -301,7 +322,7 @@ func (e *env) bumpAll(c *api.Client, ids []string, req api.BumpRequest) int {
 		}
 		out = append(out, r.res)
 		if e.output == "table" {
-			printTimeline(e, r.id, r.res)
+			printTimeline(e, string(r.id), r.res)
 		}
 	}
 	if e.output == "json" {
@@ -348,9 +369,11 @@ func historyCommand() command {
 			if err != nil {
 				return e.usageError(err)
 			}
-			id := ""
+			var id fencing.ValidatorID
 			if len(args) == 1 {
-				id = args[0]
+				if id, err = fencing.ParseValidatorID(args[0]); err != nil {
+					return e.usageError(err)
+				}
 			}
 			evs, err := c.Events(e.ctx, id, limit)
 			if err != nil {
@@ -362,7 +385,7 @@ func historyCommand() command {
 			tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "TIME\tREV\tEVENT\tVALIDATOR\tFROM\tTO\tBY\tREASON\tDETAIL")
 			for _, ev := range evs {
-				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ts(ev.At), ev.Revision, ev.Kind, orDash(ev.Validator),
+				fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ts(ev.At), ev.Revision, ev.Kind, orDash(string(ev.Validator)),
 					epochText(ev.From), epochText(ev.To), orDash(ev.By), orDash(ev.Reason), orDash(ev.Detail))
 			}
 			_ = tw.Flush()

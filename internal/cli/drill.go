@@ -98,7 +98,7 @@ run. --output json prints the whole result and the evidence as one document.
 // drillEvidence is the evidence report of the drill's coordinator.
 func drillEvidence(r *drill.Result) Evidence {
 	ev := Evidence{GeneratedAt: r.Finished.UTC(), Coordinator: []string{r.Coordinator}, Since: r.Started.UTC(), Audits: []fencing.Event{}}
-	byValidator := map[string][]fencing.Event{}
+	byValidator := map[fencing.ValidatorID][]fencing.Event{}
 	for _, x := range r.Events {
 		if x.Kind == fencing.EventAudit {
 			ev.Audits = append(ev.Audits, x)

@@ -56,15 +56,19 @@ audit results recorded. --output json gives the same as one JSON document.
 			if err != nil {
 				return e.fail("evidence", err)
 			}
-			want := map[string]bool{}
-			for _, a := range args {
-				want[strings.ToLower(a)] = true
+			ids, err := parseIDs(args)
+			if err != nil {
+				return e.usageError(err)
+			}
+			want := map[fencing.ValidatorID]bool{}
+			for _, id := range ids {
+				want[id] = true
 			}
 			evs, err := c.Events(e.ctx, "", 0)
 			if err != nil {
 				return e.fail("evidence", err)
 			}
-			byValidator := map[string][]fencing.Event{}
+			byValidator := map[fencing.ValidatorID][]fencing.Event{}
 			for _, ev := range evs {
 				if ev.At.Before(rep.Since) {
 					continue
@@ -76,7 +80,7 @@ audit results recorded. --output json gives the same as one JSON document.
 				byValidator[ev.Validator] = append(byValidator[ev.Validator], ev)
 			}
 			for _, s := range sts {
-				if len(want) > 0 && !want[strings.ToLower(s.ID)] {
+				if len(want) > 0 && !want[s.ID] {
 					continue
 				}
 				ve := ValidatorEvidence{Status: s, Events: byValidator[s.ID]}

@@ -65,7 +65,7 @@ func (s *scaleOptions) validate() error {
 // sidecars release their leases as they stop), bump (drain and grant), then
 // scale the new StatefulSet up. The revoke comes first so that nothing the
 // old pods do while stopping can sign.
-func (e *env) bumpWithScale(c *api.Client, ids []string, req api.BumpRequest, s *scaleOptions) int {
+func (e *env) bumpWithScale(c *api.Client, ids []fencing.ValidatorID, req api.BumpRequest, s *scaleOptions) int {
 	fromCli, err := kube.ClientForContext(s.kubeconfig, s.fromContext)
 	if err != nil {
 		return e.fail("scale", err)
@@ -77,7 +77,7 @@ func (e *env) bumpWithScale(c *api.Client, ids []string, req api.BumpRequest, s 
 	for _, id := range ids {
 		_, err := c.Freeze(e.ctx, id, api.FreezeRequest{ExpectedEpoch: req.ExpectedEpoch, Operator: req.Operator, Reason: req.Reason})
 		if err != nil && fencing.CodeOf(err) != fencing.CodeConflict {
-			return e.fail("freeze "+id, err)
+			return e.fail("freeze "+string(id), err)
 		}
 		fmt.Fprintf(e.stderr, "%s: revoke committed (or already revoked)\n", id)
 	}

@@ -132,7 +132,7 @@ func Check(in CheckInput) *CheckReport {
 	journaled := map[slot]fencing.Digest{}
 	for _, j := range in.Journal {
 		journaled[slot{canonical(j.Entry.Validator), j.Entry.HRS}] = j.Entry.Digest
-		see(j.Entry.Validator, j.Entry.HRS, j.Entry.Digest, fmt.Sprintf("quorum journal rev %d epoch %d by %s", j.Revision, j.Entry.Epoch, j.Entry.Sidecar))
+		see(string(j.Entry.Validator), j.Entry.HRS, j.Entry.Digest, fmt.Sprintf("quorum journal rev %d epoch %d by %s", j.Revision, j.Entry.Epoch, j.Entry.Sidecar))
 	}
 	for name, lj := range in.Local {
 		for i, e := range lj.Entries {
@@ -140,7 +140,7 @@ func Check(in CheckInput) *CheckReport {
 			if i < len(lj.Lines) {
 				where = lj.Lines[i]
 			}
-			see(e.Validator, e.HRS, e.Digest, "local journal "+where)
+			see(string(e.Validator), e.HRS, e.Digest, "local journal "+where)
 		}
 	}
 
@@ -357,11 +357,13 @@ func lineOf(lj audit.LocalJournal, i int) string {
 	return fmt.Sprintf("entry %d", i+1)
 }
 
-func canonical(id string) string {
-	if c, err := fencing.CanonicalValidatorID(id); err == nil {
-		return c
+// canonical is the one name of a validator, however a record spells it
+// (the workload's requests, the observer's records and the journals).
+func canonical[T ~string](id T) string {
+	if c, err := fencing.ParseValidatorID(string(id)); err == nil {
+		return string(c)
 	}
-	return id
+	return string(id)
 }
 
 // epochHistory is one validator's epoch records in commit order.

@@ -66,7 +66,7 @@ func (h *history) sign(t *testing.T, region string, epoch uint64, hrs fencing.HR
 	r := Record{Validator: h.id, Region: region, Sidecar: "s-" + region, HRS: hrs, Digest: d, Sent: sent, Done: sent.Add(5 * time.Millisecond), Outcome: Signed, HTTPStatus: 200, Signature: sig, Epoch: epoch}
 	h.in.Records = append(h.in.Records, r)
 	if rev > 0 {
-		h.in.Journal = append(h.in.Journal, JournalPut{Entry: fencing.JournalEntry{Validator: h.id, HRS: hrs, Digest: d, Epoch: epoch, Sidecar: r.Sidecar, At: sent}, Revision: rev})
+		h.in.Journal = append(h.in.Journal, JournalPut{Entry: fencing.JournalEntry{Validator: fencing.ValidatorID(h.id), HRS: hrs, Digest: d, Epoch: epoch, Sidecar: r.Sidecar, At: sent}, Revision: rev})
 	}
 	return r
 }
@@ -99,7 +99,7 @@ func TestCheckCatchesPlantedViolations(t *testing.T) {
 			h.sign(t, "region-b", 2, h.hrsA, h.t0.Add(1600*time.Millisecond), 0)
 		}, KindDoubleSign},
 		{"double sign only in local journals", func(t *testing.T, h *history) {
-			h.in.Local["s-region-b"] = audit.LocalJournal{Entries: []fencing.JournalEntry{{Validator: h.id, HRS: h.hrsA, Digest: DigestFor(h.id, "region-b", "", h.hrsA), Epoch: 2, At: h.t0.Add(2 * time.Second)}}}
+			h.in.Local["s-region-b"] = audit.LocalJournal{Entries: []fencing.JournalEntry{{Validator: fencing.ValidatorID(h.id), HRS: h.hrsA, Digest: DigestFor(h.id, "region-b", "", h.hrsA), Epoch: 2, At: h.t0.Add(2 * time.Second)}}}
 		}, KindDoubleSign},
 		{"signature requested after the revoke committed", func(t *testing.T, h *history) {
 			h.sign(t, "region-a", 1, fencing.HRS{Height: 10, Round: 1, Step: fencing.StepRoundChange}, h.t0.Add(1100*time.Millisecond), 19)
@@ -117,15 +117,15 @@ func TestCheckCatchesPlantedViolations(t *testing.T) {
 			h.in.Records[len(h.in.Records)-1].Signature = sig
 		}, KindBadSignature},
 		{"journal entry committed after the revoke", func(t *testing.T, h *history) {
-			h.in.Journal = append(h.in.Journal, JournalPut{Entry: fencing.JournalEntry{Validator: h.id, HRS: fencing.HRS{Height: 10, Round: 3, Step: fencing.StepProposal}, Epoch: 1, At: h.t0}, Revision: 25})
+			h.in.Journal = append(h.in.Journal, JournalPut{Entry: fencing.JournalEntry{Validator: fencing.ValidatorID(h.id), HRS: fencing.HRS{Height: 10, Round: 3, Step: fencing.StepProposal}, Epoch: 1, At: h.t0}, Revision: 25})
 		}, KindJournalAfterFence},
 		{"quorum watermark moved back", func(t *testing.T, h *history) {
 			h.in.Watermarks = append(h.in.Watermarks, WatermarkChange{Validator: h.id, Watermark: fencing.Watermark{HRS: h.hrsA}, Revision: 40})
 		}, KindWatermarkBack},
 		{"local journal moved back", func(t *testing.T, h *history) {
 			h.in.Local["s-region-a"] = audit.LocalJournal{Entries: []fencing.JournalEntry{
-				{Validator: h.id, HRS: h.hrsA, Digest: DigestFor(h.id, "region-a", "", h.hrsA), Epoch: 1, At: h.t0},
-				{Validator: h.id, HRS: fencing.HRS{Height: 9, Step: fencing.StepCommit}, Digest: DigestFor(h.id, "region-a", "", fencing.HRS{Height: 9, Step: fencing.StepCommit}), Epoch: 1, At: h.t0},
+				{Validator: fencing.ValidatorID(h.id), HRS: h.hrsA, Digest: DigestFor(h.id, "region-a", "", h.hrsA), Epoch: 1, At: h.t0},
+				{Validator: fencing.ValidatorID(h.id), HRS: fencing.HRS{Height: 9, Step: fencing.StepCommit}, Digest: DigestFor(h.id, "region-a", "", fencing.HRS{Height: 9, Step: fencing.StepCommit}), Epoch: 1, At: h.t0},
 			}}
 		}, KindWatermarkBack},
 		{"refusal without a code word", func(t *testing.T, h *history) {
@@ -137,7 +137,7 @@ func TestCheckCatchesPlantedViolations(t *testing.T) {
 		}, KindSignedAfterGrant},
 		{"history names a record etcd never held", func(t *testing.T, h *history) {
 			to := fencing.Epoch{Epoch: 3, State: fencing.StateActive, Holder: "region-a"}
-			h.in.Events = append(h.in.Events, fencing.Event{Kind: fencing.EventGrant, Validator: h.id, To: &to, Revision: 50})
+			h.in.Events = append(h.in.Events, fencing.Event{Kind: fencing.EventGrant, Validator: fencing.ValidatorID(h.id), To: &to, Revision: 50})
 		}, KindHistory},
 	}
 	for _, tt := range tests {

@@ -207,7 +207,7 @@ type run struct {
 	obs      *Observer
 	rec      *Recorder
 	keys     []*ecdsa.PrivateKey
-	ids      []string
+	ids      []fencing.ValidatorID
 	sidecars []*inProcSidecar
 }
 
@@ -284,7 +284,7 @@ func (d *run) run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		id := crypto.PubkeyToAddress(k.PublicKey).Hex()
+		id := fencing.ValidatorID(crypto.PubkeyToAddress(k.PublicKey).Hex()) // EIP-55: canonical
 		if err := os.WriteFile(filepath.Join(kdir, fmt.Sprintf("validator-%d.key", i)), fmt.Appendf(nil, "%x\n", crypto.FromECDSA(k)), 0o600); err != nil {
 			return err
 		}
@@ -317,7 +317,7 @@ func (d *run) run(ctx context.Context) error {
 				StateDir: filepath.Join(d.dir, "sidecars", name), Mode: string(sidecar.ModeStrict),
 				LeaseTTL: d.o.LeaseTTL, SafetyMargin: margin, LogLevel: "info",
 			}
-			sc, err := startInProc(ctx, cfg, id, d.logw)
+			sc, err := startInProc(ctx, cfg, string(id), d.logw)
 			if err != nil {
 				return err
 			}
@@ -347,10 +347,10 @@ func (d *run) run(ctx context.Context) error {
 		ch := NewChain(1, uint64(i))
 		signing.Go(func() { ch.Run(sctx, d.o.Interval) })
 		for _, sc := range d.sidecars {
-			if sc.validator != id {
+			if sc.validator != string(id) {
 				continue
 			}
-			dr := &Driver{Validator: id, Region: sc.region, Sidecar: sc.name, URL: sc.URL, Chain: ch, Rec: d.rec, Seed: uint64(i), Replay: 0.05, Retry: 0.05}
+			dr := &Driver{Validator: string(id), Region: sc.region, Sidecar: sc.name, URL: sc.URL, Chain: ch, Rec: d.rec, Seed: uint64(i), Replay: 0.05, Retry: 0.05}
 			signing.Go(func() { dr.Run(sctx) })
 		}
 	}
@@ -358,7 +358,7 @@ func (d *run) run(ctx context.Context) error {
 	for _, id := range d.ids {
 		from := 0
 		for range 5 {
-			r, err := d.rec.WaitFor(wctx, from, func(r Record) bool { return r.Validator == id && r.Region == RegionA && r.Outcome == Signed })
+			r, err := d.rec.WaitFor(wctx, from, func(r Record) bool { return r.Validator == string(id) && r.Region == RegionA && r.Outcome == Signed })
 			if err != nil {
 				return fmt.Errorf("no signature from %s's active sidecar: %w (%s)", id, err, r)
 			}
@@ -383,7 +383,7 @@ func (d *run) run(ctx context.Context) error {
 	for i, id := range d.ids {
 		bumps.Go(func() {
 			r, err := d.client.Bump(ctx, id, api.BumpRequest{To: RegionB, Operator: d.o.Operator, Reason: "failover drill", Wait: api.Duration{Duration: d.o.LeaseTTL + time.Minute}})
-			h := Handover{Validator: id, Bump: r}
+			h := Handover{Validator: string(id), Bump: r}
 			if err != nil {
 				h.Error = err.Error()
 			}
@@ -402,7 +402,7 @@ func (d *run) run(ctx context.Context) error {
 	fctx, cancelF := context.WithTimeout(ctx, d.o.LeaseTTL+30*time.Second)
 	defer cancelF()
 	for i, id := range d.ids {
-		r, err := d.rec.WaitFor(fctx, mark, func(r Record) bool { return r.Validator == id && r.Region == RegionB && r.Outcome == Signed })
+		r, err := d.rec.WaitFor(fctx, mark, func(r Record) bool { return r.Validator == string(id) && r.Region == RegionB && r.Outcome == Signed })
 		if err != nil {
 			return fmt.Errorf("no signature from %s's standby sidecar after the grant: %w", id, err)
 		}
@@ -470,7 +470,7 @@ func (d *run) finish(ctx context.Context) error {
 	}
 	in := CheckInput{Mode: string(sidecar.ModeStrict), Records: recs, Addresses: map[string]common.Address{}, Epochs: d.obs.Epochs(), Watermarks: d.obs.Watermarks(), Journal: journal, Events: events, Local: map[string]audit.LocalJournal{}}
 	for i, k := range d.keys {
-		in.Addresses[d.ids[i]] = crypto.PubkeyToAddress(k.PublicKey)
+		in.Addresses[string(d.ids[i])] = crypto.PubkeyToAddress(k.PublicKey)
 	}
 	for _, sc := range d.sidecars {
 		lj, err := audit.LoadLocalJournal(sc.stateDir)

@@ -94,7 +94,7 @@ func Start(t testing.TB, o Options) *Coordinator {
 // AddValidator registers id on holder or fails the test.
 func (c *Coordinator) AddValidator(t testing.TB, id, holder string) {
 	t.Helper()
-	if _, err := c.Client.AddValidator(context.Background(), api.AddValidatorRequest{Validator: id, Holder: holder, Operator: "test", Reason: "test"}); err != nil {
+	if _, err := c.Client.AddValidator(context.Background(), api.AddValidatorRequest{Validator: fencing.MustParseValidatorID(id), Holder: holder, Operator: "test", Reason: "test"}); err != nil {
 		t.Fatalf("AddValidator(%s) = %v", id, err)
 	}
 }
@@ -103,7 +103,7 @@ func (c *Coordinator) AddValidator(t testing.TB, id, holder string) {
 // forces the bump: tests that check a standby's readiness call the client.
 func (c *Coordinator) Bump(t testing.TB, id, to string) {
 	t.Helper()
-	res, err := c.Client.Bump(context.Background(), id, api.BumpRequest{To: to, Operator: "test", Reason: "test", Force: true, Wait: api.Duration{Duration: 30 * time.Second}})
+	res, err := c.Client.Bump(context.Background(), fencing.MustParseValidatorID(id), api.BumpRequest{To: to, Operator: "test", Reason: "test", Force: true, Wait: api.Duration{Duration: 30 * time.Second}})
 	if err != nil || !res.Done {
 		t.Fatalf("Bump(%s -> %s) = %+v, %v", id, to, res, err)
 	}

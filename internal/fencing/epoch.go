@@ -162,19 +162,19 @@ type Bump struct {
 // last renewal; a renewal compares it too and returns a token with the new
 // one.
 type Lease struct {
-	Validator     string `json:"validator"`
-	Epoch         uint64 `json:"epoch"`
-	Holder        string `json:"holder"`
-	Sidecar       string `json:"sidecar"`
-	EpochRevision int64  `json:"epoch_revision"`
-	LeaseRevision int64  `json:"lease_revision"`
-	EtcdLease     int64  `json:"etcd_lease"`
-	TTLSeconds    int64  `json:"ttl_seconds"`
+	Validator     ValidatorID `json:"validator"`
+	Epoch         uint64      `json:"epoch"`
+	Holder        string      `json:"holder"`
+	Sidecar       string      `json:"sidecar"`
+	EpochRevision int64       `json:"epoch_revision"`
+	LeaseRevision int64       `json:"lease_revision"`
+	EtcdLease     int64       `json:"etcd_lease"`
+	TTLSeconds    int64       `json:"ttl_seconds"`
 }
 
 // Validate reports a token that cannot have been issued by a coordinator.
 func (l Lease) Validate() error {
-	if err := ValidateValidatorID(l.Validator); err != nil {
+	if err := l.Validator.Required(); err != nil {
 		return err
 	}
 	if err := ValidateHolder(l.Holder); err != nil {
@@ -204,12 +204,12 @@ type Watermark struct {
 // JournalEntry is one signature intent committed before the signature leaves
 // the sidecar (strict mode), stored at validators/<id>/journal/<h>/<r>/<step>.
 type JournalEntry struct {
-	Validator string    `json:"validator"`
-	HRS       HRS       `json:"hrs"`
-	Digest    Digest    `json:"digest"`
-	Epoch     uint64    `json:"epoch"`
-	Sidecar   string    `json:"sidecar"`
-	At        time.Time `json:"at"`
+	Validator ValidatorID `json:"validator"`
+	HRS       HRS         `json:"hrs"`
+	Digest    Digest      `json:"digest"`
+	Epoch     uint64      `json:"epoch"`
+	Sidecar   string      `json:"sidecar"`
+	At        time.Time   `json:"at"`
 	// Revision is the etcd revision that committed the entry, set when it is
 	// read from the quorum journal (0 in a sidecar's local journal).
 	Revision int64 `json:"revision,omitempty"`
@@ -236,17 +236,17 @@ const (
 
 // Event is one entry of events/: who did what, when, why, from and to.
 type Event struct {
-	Kind      EventKind `json:"kind"`
-	Validator string    `json:"validator,omitempty"`
-	At        time.Time `json:"at"`
-	By        string    `json:"by,omitempty"`
-	Reason    string    `json:"reason,omitempty"`
-	Comment   string    `json:"comment,omitempty"`
-	From      *Epoch    `json:"from,omitempty"`
-	To        *Epoch    `json:"to,omitempty"`
-	Sidecar   string    `json:"sidecar,omitempty"`
-	Epoch     uint64    `json:"epoch,omitempty"`
-	BumpID    string    `json:"bump_id,omitempty"`
+	Kind      EventKind   `json:"kind"`
+	Validator ValidatorID `json:"validator,omitempty"`
+	At        time.Time   `json:"at"`
+	By        string      `json:"by,omitempty"`
+	Reason    string      `json:"reason,omitempty"`
+	Comment   string      `json:"comment,omitempty"`
+	From      *Epoch      `json:"from,omitempty"`
+	To        *Epoch      `json:"to,omitempty"`
+	Sidecar   string      `json:"sidecar,omitempty"`
+	Epoch     uint64      `json:"epoch,omitempty"`
+	BumpID    string      `json:"bump_id,omitempty"`
 	// BumpStartedAt is when the bump began, on its grant event.
 	BumpStartedAt time.Time `json:"bump_started_at,omitzero"`
 	Detail        string    `json:"detail,omitempty"`
@@ -279,25 +279,54 @@ func ValidateSidecar(s string) error {
 	return nil
 }
 
-// ValidateValidatorID accepts an address (0x + 40 hex) or a name of letters,
-// digits, '.', '_' and '-'.
-func ValidateValidatorID(id string) error {
-	if !validatorRE.MatchString(id) {
-		return Errorf(CodeBadRequest, "validator %q must be an address (0x + 40 hex digits) or a name of letters, digits, '.', '_', '-' (at most 64)", clip(id))
+// ValidatorID is a validator's one name: an address (0x + 40 hex digits) in
+// its EIP-55 form, or an operator-given name of letters, digits, '.', '_'
+// and '-' (at most 64). Parse it once where it enters (an HTTP path or body,
+// a CLI argument, a configuration value) with ParseValidatorID; nothing
+// inside takes a plain string, so one validator has one key in etcd however
+// its address was spelled. It decodes from JSON and text through
+// ParseValidatorID.
+type ValidatorID string
+
+// ParseValidatorID validates s and returns its canonical form.
+func ParseValidatorID(s string) (ValidatorID, error) {
+	if !validatorRE.MatchString(s) {
+		return "", Errorf(CodeBadRequest, "validator %q must be an address (0x + 40 hex digits) or a name of letters, digits, '.', '_', '-' (at most 64)", clip(s))
 	}
+	if addressRE.MatchString(s) {
+		return ValidatorID(checksumAddress(s[2:])), nil
+	}
+	return ValidatorID(s), nil
+}
+
+// MustParseValidatorID is ParseValidatorID for constants in tests and
+// examples; it panics on a bad name.
+func MustParseValidatorID(s string) ValidatorID {
+	id, err := ParseValidatorID(s)
+	if err != nil {
+		panic(err)
+	}
+	return id
+}
+
+func (v ValidatorID) String() string { return string(v) }
+
+// UnmarshalText parses a validator ID (canonicalising an address).
+func (v *ValidatorID) UnmarshalText(b []byte) error {
+	id, err := ParseValidatorID(string(b))
+	if err != nil {
+		return err
+	}
+	*v = id
 	return nil
 }
 
-// CanonicalValidatorID returns the EIP-55 form of an address and any other
-// valid name unchanged, so that one validator has one key in etcd.
-func CanonicalValidatorID(id string) (string, error) {
-	if err := ValidateValidatorID(id); err != nil {
-		return "", err
+// Required reports a missing validator (the zero ValidatorID).
+func (v ValidatorID) Required() error {
+	if v == "" {
+		return Errorf(CodeBadRequest, "validator is required: an address (0x + 40 hex digits) or a name")
 	}
-	if addressRE.MatchString(id) {
-		return checksumAddress(id[2:]), nil
-	}
-	return id, nil
+	return nil
 }
 
 // checksumAddress is EIP-55 over 40 hex digits.
@@ -331,15 +360,14 @@ type Identity struct {
 	// Sidecar is the sidecar name the credential proves: the pod name a
 	// projected ServiceAccount token is bound to, or a client certificate's
 	// common name.
-	Sidecar    string   `json:"sidecar"`
-	Validators []string `json:"validators,omitempty"`
+	Sidecar    string        `json:"sidecar"`
+	Validators []ValidatorID `json:"validators,omitempty"`
 }
 
 // Permits reports whether id may use a lease of validator held by holder
 // and sidecar (invariant 1: the caller is who its credential says, never who
-// its request body says). Every name compares exactly; validator must be
-// canonical (CanonicalValidatorID).
-func (id Identity) Permits(holder, sidecar, validator string) error {
+// its request body says). Every name compares exactly.
+func (id Identity) Permits(holder, sidecar string, validator ValidatorID) error {
 	if id.Holder != holder {
 		return Errorf(CodeForbidden, "%s may act only for holder %s, not %s", id.Subject, id.Holder, clip(holder))
 	}
@@ -351,9 +379,9 @@ func (id Identity) Permits(holder, sidecar, validator string) error {
 
 // PermitsValidator reports whether id may act for validator at all (watch
 // its epoch).
-func (id Identity) PermitsValidator(validator string) error {
+func (id Identity) PermitsValidator(validator ValidatorID) error {
 	if len(id.Validators) == 0 || slices.Contains(id.Validators, validator) {
 		return nil
 	}
-	return Errorf(CodeForbidden, "%s may not act for validator %s", id.Subject, clip(validator))
+	return Errorf(CodeForbidden, "%s may not act for validator %s", id.Subject, validator)
 }

@@ -1,7 +1,9 @@
 package fencing
 
 import (
+	"encoding/json"
 	"errors"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -109,9 +111,14 @@ func TestNames(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			got, err := CanonicalValidatorID(c.in)
-			if (err == nil) != c.ok || got != c.want {
-				t.Fatalf("CanonicalValidatorID(%q) = %q, %v; want %q ok=%t", c.in, got, err, c.want, c.ok)
+			got, err := ParseValidatorID(c.in)
+			if (err == nil) != c.ok || string(got) != c.want {
+				t.Fatalf("ParseValidatorID(%q) = %q, %v; want %q ok=%t", c.in, got, err, c.want, c.ok)
+			}
+			var fromJSON struct{ V ValidatorID }
+			err = json.Unmarshal([]byte(`{"V":`+strconv.Quote(c.in)+`}`), &fromJSON)
+			if (err == nil) != c.ok || string(fromJSON.V) != c.want {
+				t.Fatalf("JSON %q = %q, %v; want %q ok=%t", c.in, fromJSON.V, err, c.want, c.ok)
 			}
 		})
 	}

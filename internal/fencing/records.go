@@ -34,7 +34,7 @@ const (
 // Status is everything the operator sees of one validator, read in one
 // consistent snapshot.
 type Status struct {
-	ID        string        `json:"validator"`
+	ID        ValidatorID   `json:"validator"`
 	Epoch     Epoch         `json:"epoch"`
 	Revision  int64         `json:"revision"`
 	Leases    []LeaseRecord `json:"leases"`
@@ -53,9 +53,6 @@ type JournalRequest struct {
 func (r JournalRequest) Validate() error {
 	if err := r.Lease.Validate(); err != nil {
 		return err
-	}
-	if id, _ := CanonicalValidatorID(r.Lease.Validator); id != r.Lease.Validator {
-		return Errorf(CodeBadRequest, "lease names validator %q, not its canonical form %q from the acquire response", r.Lease.Validator, id)
 	}
 	return r.HRS.Validate()
 }

@@ -3,6 +3,7 @@ package kube_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -76,7 +77,7 @@ func TestAgainstAPIServer(t *testing.T) {
 			wantMsg  string
 		}{
 			{name: "bound ServiceAccount", token: token1,
-				want: fencing.Identity{Subject: "system:serviceaccount:validators:besu-validator-1", Holder: "region-a", Sidecar: "besu-validator-1-0", Validators: []string{validator}}},
+				want: fencing.Identity{Subject: "system:serviceaccount:validators:besu-validator-1", Holder: "region-a", Sidecar: "besu-validator-1-0", Validators: []fencing.ValidatorID{validator}}},
 			{name: "token not bound to a pod", token: kubetest.Token(ctx, t, admin, "validators", "besu-validator-1", audience, false),
 				wantCode: fencing.CodeForbidden, wantMsg: "is not bound to a pod"},
 			{name: "another ServiceAccount", token: kubetest.Token(ctx, t, admin, "validators", "besu-validator-2", audience, true),
@@ -96,7 +97,7 @@ func TestAgainstAPIServer(t *testing.T) {
 					if err != nil {
 						t.Fatalf("Authenticate() error = %v", err)
 					}
-					if got.Subject != tt.want.Subject || got.Holder != tt.want.Holder || got.Sidecar != tt.want.Sidecar || strings.Join(got.Validators, ",") != strings.Join(tt.want.Validators, ",") {
+					if got.Subject != tt.want.Subject || got.Holder != tt.want.Holder || got.Sidecar != tt.want.Sidecar || !slices.Equal(got.Validators, tt.want.Validators) {
 						t.Errorf("Authenticate() = %+v, want %+v", got, tt.want)
 					}
 					if err := got.Permits("region-a", tt.want.Sidecar, validator); err != nil {

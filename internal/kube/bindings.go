@@ -116,11 +116,12 @@ func (b Binding) normalize() (Binding, error) {
 	vs := make([]string, 0, len(b.Validators))
 	seen := make(map[string]bool)
 	for _, v := range b.Validators {
-		c, err := fencing.CanonicalValidatorID(v)
+		id, err := fencing.ParseValidatorID(v)
 		if err != nil {
 			errs = append(errs, errors.New(messageOf(err)))
 			continue
 		}
+		c := string(id)
 		if seen[c] {
 			errs = append(errs, fmt.Errorf("validator %s is listed twice", c))
 			continue

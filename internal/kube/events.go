@@ -205,15 +205,15 @@ func (r *EventRecorder) event(ev fencing.Event) *eventsv1.Event {
 	name := clipTo(strings.TrimRight(base, "."), 253-17) + "." + hex.EncodeToString(suffix[:])
 
 	labels := map[string]string{LabelKind: string(ev.Kind)}
-	if len(validation.IsValidLabelValue(ev.Validator)) == 0 && ev.Validator != "" {
-		labels[LabelValidator] = ev.Validator
+	if len(validation.IsValidLabelValue(string(ev.Validator))) == 0 && ev.Validator != "" {
+		labels[LabelValidator] = string(ev.Validator)
 	}
 	return &eventsv1.Event{
 		ObjectMeta: metav1.ObjectMeta{
 			Name:        name,
 			Namespace:   r.namespace,
 			Labels:      labels,
-			Annotations: map[string]string{AnnotationValidator: ev.Validator},
+			Annotations: map[string]string{AnnotationValidator: string(ev.Validator)},
 		},
 		EventTime:           metav1.NewMicroTime(at),
 		ReportingController: ReportingController,

@@ -239,7 +239,7 @@ func TestEventNote(t *testing.T) {
 
 func TestEventLimits(t *testing.T) {
 	r := &EventRecorder{namespace: "ns", regarding: corev1.ObjectReference{Name: strings.Repeat("p", 300)}, now: time.Now}
-	long := fencing.Event{Kind: fencing.EventGrant, Validator: strings.Repeat("V", 64), Reason: strings.Repeat("é", 1000)}
+	long := fencing.Event{Kind: fencing.EventGrant, Validator: fencing.ValidatorID(strings.Repeat("V", 64)), Reason: strings.Repeat("é", 1000)}
 	e := r.event(long)
 	if len(e.Note) > 1024 {
 		t.Errorf("note has %d bytes, want at most 1024", len(e.Note))
@@ -253,7 +253,7 @@ func TestEventLimits(t *testing.T) {
 	if _, ok := e.Labels[LabelValidator]; ok {
 		t.Errorf("a 64-character validator ID was put in a label (limit 63)")
 	}
-	if e.Annotations[AnnotationValidator] != long.Validator {
+	if e.Annotations[AnnotationValidator] != string(long.Validator) {
 		t.Errorf("annotation = %q, want the validator ID", e.Annotations[AnnotationValidator])
 	}
 }

@@ -142,7 +142,10 @@ func (a *TokenReviewAuthenticator) Authenticate(ctx context.Context, bearerToken
 		return fencing.Identity{}, fencing.Errorf(fencing.CodeForbidden,
 			"the token of ServiceAccount %s/%s is not bound to a pod (extra %s = %q); the sidecar must send the projected ServiceAccount token of its pod, whose name is its sidecar name", ns, sa, podNameExtra, pod)
 	}
-	id := fencing.Identity{Subject: user, Holder: b.Holder, Sidecar: pod[0], Validators: slices.Clone(b.Validators)}
+	id := fencing.Identity{Subject: user, Holder: b.Holder, Sidecar: pod[0]}
+	for _, v := range b.Validators {
+		id.Validators = append(id.Validators, fencing.ValidatorID(v)) // canonical since ParseBindings
+	}
 
 	until := now.Add(a.ttl)
 	if c, err := unverifiedClaims(token); err == nil && c.Exp > 0 {

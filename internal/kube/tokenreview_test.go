@@ -127,9 +127,9 @@ func TestAuthenticate(t *testing.T) {
 		apiCall  bool
 	}{
 		{name: "bound service account", token: bound, apiCall: true,
-			want: fencing.Identity{Subject: "system:serviceaccount:validators:besu-1", Holder: "region-a", Sidecar: testPod, Validators: []string{addr}}},
+			want: fencing.Identity{Subject: "system:serviceaccount:validators:besu-1", Holder: "region-a", Sidecar: testPod, Validators: []fencing.ValidatorID{addr}}},
 		{name: "Bearer prefix", token: "Bearer " + bound, apiCall: true,
-			want: fencing.Identity{Subject: "system:serviceaccount:validators:besu-1", Holder: "region-a", Sidecar: testPod, Validators: []string{addr}}},
+			want: fencing.Identity{Subject: "system:serviceaccount:validators:besu-1", Holder: "region-a", Sidecar: testPod, Validators: []fencing.ValidatorID{addr}}},
 		{name: "no token", token: "  ", wantCode: fencing.CodeUnauthorized, wantMsg: "no bearer token"},
 		{name: "Bearer without token", token: "Bearer ", wantCode: fencing.CodeUnauthorized, wantMsg: "no bearer token"},
 		{name: "not bound", token: unbound, apiCall: true, wantCode: fencing.CodeForbidden,

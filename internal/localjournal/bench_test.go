@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/validator-fencing/fencing/internal/fencing"
 )
 
 // BenchmarkOpen: the start of a sidecar whose journal holds a full segment
@@ -20,7 +22,7 @@ func BenchmarkOpen(b *testing.B) {
 			id := fmt.Sprintf("0x%040x", v+1)
 			for h := range uint64(DefaultSegmentSize / 330 / 64) {
 				e := ent(valA, h+1, byte(v))
-				e.Validator = id
+				e.Validator = fencing.MustParseValidatorID(id)
 				if err := j.Append(e); err != nil {
 					b.Error(err)
 					return
@@ -52,7 +54,7 @@ func BenchmarkAppend(b *testing.B) {
 			heights := make([]atomic.Uint64, workers)
 			appendConcurrently(b, workers, func(w int) {
 				e := ent(valA, heights[w].Add(1), byte(w))
-				e.Validator = fmt.Sprintf("0x%040x", w+1)
+				e.Validator = fencing.MustParseValidatorID(fmt.Sprintf("0x%040x", w+1))
 				if err := j.Append(e); err != nil {
 					b.Error(err)
 				}

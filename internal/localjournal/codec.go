@@ -93,7 +93,7 @@ const (
 // appendRecord appends r's line. It is the only way a record is written;
 // r must have passed validateEntry (its names then need no JSON escaping).
 func appendRecord(dst []byte, r Record) ([]byte, error) {
-	if !plain(r.Validator) || !plain(r.Sidecar) || !plain(string(r.HRS.Step)) {
+	if !plain(string(r.Validator)) || !plain(r.Sidecar) || !plain(string(r.HRS.Step)) {
 		return dst, errors.New("a name holds a character that needs escaping: validate the entry first")
 	}
 	start := len(dst)
@@ -214,7 +214,7 @@ func decodeRecord(line []byte, known map[string]string) (Record, error) {
 	p.key(keySeq)
 	r.Seq = p.uint()
 	p.key(keyValidator)
-	r.Validator = name(known, p.text())
+	r.Validator = fencing.ValidatorID(name(known, p.text()))
 	p.key(keyHeight)
 	r.HRS.Height = p.uint()
 	p.key(keyRound)
@@ -257,7 +257,7 @@ func decodeRecord(line []byte, known map[string]string) (Record, error) {
 	if err != nil || !bytes.Equal(again[:len(again)-1], line) {
 		return Record{}, errNotCanonical
 	}
-	for _, s := range []string{r.Validator, r.Sidecar, string(r.HRS.Step)} {
+	for _, s := range []string{string(r.Validator), r.Sidecar, string(r.HRS.Step)} {
 		if _, ok := known[s]; !ok && known != nil && len(known) < maxKnown {
 			known[s] = s
 		}
@@ -281,9 +281,11 @@ func name(known map[string]string, b []byte) string {
 // in known passed it before.
 func validateEntry(e fencing.JournalEntry, known map[string]string) error {
 	var problems []string
-	if _, ok := known[e.Validator]; !ok {
-		if err := fencing.ValidateValidatorID(e.Validator); err != nil {
+	if _, ok := known[string(e.Validator)]; !ok {
+		if id, err := fencing.ParseValidatorID(string(e.Validator)); err != nil {
 			problems = append(problems, "validator: "+message(err))
+		} else if id != e.Validator {
+			problems = append(problems, fmt.Sprintf("validator %s is not in its canonical form %s", e.Validator, id))
 		}
 	}
 	if err := e.HRS.Validate(); err != nil {

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/validator-fencing/fencing/internal/fencing"
 )
 
 // small makes a segment hold about 25 records.
@@ -14,11 +16,11 @@ var small = Options{SegmentSize: minSegmentSize, RetainSegments: 2}
 // compacted builds a journal through many rotations: "early" signs three
 // times at the start only, A and B 300 times each, interleaved. After each
 // append the checkpoint may only have moved forward.
-func compacted(t *testing.T, o Options) (string, map[string]Record) {
+func compacted(t *testing.T, o Options) (string, map[fencing.ValidatorID]Record) {
 	t.Helper()
 	dir := t.TempDir()
 	j := open(t, dir, o)
-	var last map[string]Record
+	var last map[fencing.ValidatorID]Record
 	watch := func() {
 		cp, err := readCheckpoint(filepath.Join(dir, checkpointName), nil)
 		if errors.Is(err, os.ErrNotExist) {
@@ -39,9 +41,9 @@ func compacted(t *testing.T, o Options) (string, map[string]Record) {
 		mustAppend(t, j, ent(valA, h, 1), ent(valB, h, 2))
 		watch()
 	}
-	tops := map[string]Record{}
+	tops := map[fencing.ValidatorID]Record{}
 	for _, v := range []string{"early", valA, valB} {
-		tops[v], _ = j.Top(v)
+		tops[fencing.ValidatorID(v)], _ = j.Top(fencing.ValidatorID(v))
 	}
 	closeJ(t, j)
 	return dir, tops

@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/validator-fencing/fencing/internal/fencing"
 )
 
 // FuzzJournal: a segment (named after the first_seq of its header when it
@@ -61,7 +63,7 @@ func FuzzJournal(f *testing.F) {
 			return
 		}
 		defer j.Close()
-		want := map[string]Record{}
+		want := map[fencing.ValidatorID]Record{}
 		for _, r := range c.Records {
 			if w, ok := want[r.Validator]; !ok || r.HRS.Compare(w.HRS) > 0 {
 				want[r.Validator] = r
@@ -111,7 +113,7 @@ func lineStart(b []byte, n int) int {
 }
 
 // topOf is validator's highest record in rs.
-func topOf(rs []Record, validator string) (Record, bool) {
+func topOf(rs []Record, validator fencing.ValidatorID) (Record, bool) {
 	var top Record
 	found := false
 	for _, r := range rs {

@@ -23,7 +23,7 @@ func hrs(h uint64) fencing.HRS { return fencing.HRS{Height: h, Step: fencing.Ste
 
 // ent is validator's entry at height h with digest d.
 func ent(validator string, h uint64, d byte) fencing.JournalEntry {
-	return fencing.JournalEntry{Validator: validator, HRS: hrs(h), Digest: fencing.Digest{d, byte(h)}, Epoch: 1, Sidecar: testSidecar, At: t0.Add(time.Duration(h) * time.Millisecond)}
+	return fencing.JournalEntry{Validator: fencing.ValidatorID(validator), HRS: hrs(h), Digest: fencing.Digest{d, byte(h)}, Epoch: 1, Sidecar: testSidecar, At: t0.Add(time.Duration(h) * time.Millisecond)}
 }
 
 func open(t testing.TB, dir string, o Options) *Journal {
@@ -117,7 +117,7 @@ func lineAt(t testing.TB, b []byte, n int) (start, end int) {
 }
 
 // heights is the heights of validator's records in rs.
-func heights(rs []Record, validator string) []uint64 {
+func heights(rs []Record, validator fencing.ValidatorID) []uint64 {
 	var out []uint64
 	for _, r := range rs {
 		if r.Validator == validator {

@@ -91,14 +91,14 @@ type Journal struct {
 	off      int64 // where the next record goes in seg
 	capacity int64 // seg's preallocated size
 	next     uint64
-	written  map[string]Record // highest record written of each validator
-	known    map[string]string // names that passed validateEntry
-	segments []uint64          // first seq of each segment on disk, oldest first
+	written  map[fencing.ValidatorID]Record // highest record written of each validator
+	known    map[string]string              // names that passed validateEntry
+	segments []uint64                       // first seq of each segment on disk, oldest first
 	buf      []byte
 	syncFile func(*os.File) error // fdatasync; tests replace it to inject faults
 
 	mu     sync.Mutex // guards the durable state below
-	tops   map[string]Record
+	tops   map[fencing.ValidatorID]Record
 	recent recentSet
 	broken error
 }
@@ -219,7 +219,7 @@ func (j *Journal) Err() error {
 }
 
 // Top is the highest durable record of validator.
-func (j *Journal) Top(validator string) (Record, bool) {
+func (j *Journal) Top(validator fencing.ValidatorID) (Record, bool) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	r, ok := j.tops[validator]
@@ -229,7 +229,7 @@ func (j *Journal) Top(validator string) (Record, bool) {
 // Signed returns the digest validator signed at hrs, if the journal holds
 // it durably and remembers it: the validator's highest record always, older
 // ones among the last Options.Remember.
-func (j *Journal) Signed(validator string, hrs fencing.HRS) (fencing.Digest, bool) {
+func (j *Journal) Signed(validator fencing.ValidatorID, hrs fencing.HRS) (fencing.Digest, bool) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if t, ok := j.tops[validator]; ok && t.HRS == hrs {
@@ -353,7 +353,7 @@ func (j *Journal) encode(buf []byte, rec Record) ([]byte, error) {
 	if err != nil {
 		return buf, fmt.Errorf("local journal: %w", err)
 	}
-	for _, s := range []string{rec.Validator, rec.Sidecar} {
+	for _, s := range []string{string(rec.Validator), rec.Sidecar} {
 		if _, ok := j.known[s]; !ok && len(j.known) < maxKnown {
 			j.known[s] = s
 		}
@@ -515,7 +515,7 @@ type recentSet struct {
 }
 
 type recentKey struct {
-	validator string
+	validator fencing.ValidatorID
 	hrs       fencing.HRS
 }
 

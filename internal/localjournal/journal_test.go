@@ -37,7 +37,7 @@ func TestTwoValidatorsInterleaved(t *testing.T) {
 		v string
 		h uint64
 	}{{valA, 5}, {valB, 101}} {
-		if top, ok := j.Top(c.v); !ok || top.HRS.Height != c.h {
+		if top, ok := j.Top(fencing.ValidatorID(c.v)); !ok || top.HRS.Height != c.h {
 			t.Errorf("Top(%s) after restart = %+v, %t; want height %d", c.v, top, ok, c.h)
 		}
 	}
@@ -139,7 +139,7 @@ func TestGroupSync(t *testing.T) {
 		wg.Go(func() {
 			for h := range uint64(each) {
 				e := ent(valB, h+1, byte(v))
-				e.Validator = fmt.Sprintf("v-%02d", v)
+				e.Validator = fencing.ValidatorID(fmt.Sprintf("v-%02d", v))
 				if err := j.Append(e); err != nil {
 					t.Error(err)
 					return

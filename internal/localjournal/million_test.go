@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/validator-fencing/fencing/internal/fencing"
 )
 
 // sidecarMemoryLimit is the sidecar container's limit in the chart
@@ -38,7 +40,7 @@ func TestMillionRecordsBoundedStart(t *testing.T) {
 			id := fmt.Sprintf("0x%040x", v+1)
 			for h := range uint64(each) {
 				e := ent(valA, h+1, byte(v))
-				e.Validator = id
+				e.Validator = fencing.MustParseValidatorID(id)
 				if err := j.Append(e); err != nil {
 					t.Error(err)
 					return

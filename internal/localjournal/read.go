@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/validator-fencing/fencing/internal/fencing"
 )
 
 // File names in the journal directory.
@@ -204,8 +206,8 @@ type checkpoint struct {
 	path    string
 	sidecar string
 	nextSeq uint64
-	records []Record          // by validator name
-	tops    map[string]Record // the same, by validator
+	records []Record                       // by validator name
+	tops    map[fencing.ValidatorID]Record // the same, by validator
 }
 
 // readCheckpoint reads a checkpoint file. It is written whole and renamed
@@ -231,7 +233,7 @@ func readCheckpoint(path string, interned map[string]string) (*checkpoint, error
 	if err != nil {
 		return bad(err)
 	}
-	cp := &checkpoint{path: path, sidecar: h.Sidecar, nextSeq: h.NextSeq, tops: map[string]Record{}}
+	cp := &checkpoint{path: path, sidecar: h.Sidecar, nextSeq: h.NextSeq, tops: map[fencing.ValidatorID]Record{}}
 	for range h.Records {
 		l, err := lr.next()
 		if errors.Is(err, io.EOF) {
@@ -269,7 +271,7 @@ func readCheckpoint(path string, interned map[string]string) (*checkpoint, error
 type replay struct {
 	sidecar string
 	cp      *checkpoint
-	top     map[string]Record // highest record of each validator read so far
+	top     map[fencing.ValidatorID]Record // highest record of each validator read so far
 }
 
 func (p *replay) add(r Record) error {
@@ -303,8 +305,8 @@ func sameRecord(a, b Record) bool {
 
 // tops is every validator's highest record: the checkpoint's, raised by
 // the records read.
-func (p *replay) tops() map[string]Record {
-	out := map[string]Record{}
+func (p *replay) tops() map[fencing.ValidatorID]Record {
+	out := map[fencing.ValidatorID]Record{}
 	if p.cp != nil {
 		for v, r := range p.cp.tops {
 			out[v] = r
@@ -355,7 +357,7 @@ func (r *reader) err() error { return errors.Join(r.errs...) }
 // sidecar is the journal's owner, or "" to take it from the first header.
 func (r *reader) run(ls listing, sidecar string, tail bool) {
 	r.interned = map[string]string{}
-	r.replay = replay{sidecar: sidecar, top: map[string]Record{}}
+	r.replay = replay{sidecar: sidecar, top: map[fencing.ValidatorID]Record{}}
 	for _, p := range ls.old {
 		if !r.fail(oldFormatError(p)) {
 			return

@@ -22,9 +22,8 @@ import (
 // behind its back). The journal entry moves to abandoned/, the watermark
 // becomes hrs marked abandoned, and the decision, who and why, goes to the
 // history; the next grant's floor carries it to the new holder.
-func (s *Store) Abandon(ctx context.Context, id string, hrs fencing.HRS, c fencing.Change) (fencing.Watermark, error) {
-	id, err := fencing.CanonicalValidatorID(id)
-	if err != nil {
+func (s *Store) Abandon(ctx context.Context, id fencing.ValidatorID, hrs fencing.HRS, c fencing.Change) (fencing.Watermark, error) {
+	if err := id.Required(); err != nil {
 		return fencing.Watermark{}, err
 	}
 	if err := hrs.Validate(); err != nil {

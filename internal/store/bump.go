@@ -25,9 +25,8 @@ import (
 //
 // bumpID, when not empty, is the caller's idempotency key: if the bump with
 // that ID is in progress or already granted, StartBump returns it.
-func (s *Store) StartBump(ctx context.Context, id string, expected uint64, to string, c fencing.Change, bumpID string) (fencing.Bump, error) {
-	id, err := fencing.CanonicalValidatorID(id)
-	if err != nil {
+func (s *Store) StartBump(ctx context.Context, id fencing.ValidatorID, expected uint64, to string, c fencing.Change, bumpID string) (fencing.Bump, error) {
+	if err := id.Required(); err != nil {
 		return fencing.Bump{}, err
 	}
 	if bumpID != "" && !bumpIDRE.MatchString(bumpID) {
@@ -54,7 +53,7 @@ func (s *Store) StartBump(ctx context.Context, id string, expected uint64, to st
 var errLostToFence = errors.New("raced with the fence transition")
 
 // startBump is one attempt of StartBump.
-func (s *Store) startBump(ctx context.Context, id string, expected uint64, to string, c fencing.Change, bumpID string) (fencing.Bump, error) {
+func (s *Store) startBump(ctx context.Context, id fencing.ValidatorID, expected uint64, to string, c fencing.Change, bumpID string) (fencing.Bump, error) {
 	st, err := s.Status(ctx, id)
 	if err != nil {
 		return fencing.Bump{}, err
@@ -125,7 +124,7 @@ func (s *Store) startBump(ctx context.Context, id string, expected uint64, to st
 var bumpIDRE = regexp.MustCompile(`^[0-9a-f]{16,64}$`)
 
 // GrantedBump finds the bump bumpID of id in the history, if it was granted.
-func (s *Store) GrantedBump(ctx context.Context, id, bumpID string) (fencing.Bump, bool, error) {
+func (s *Store) GrantedBump(ctx context.Context, id fencing.ValidatorID, bumpID string) (fencing.Bump, bool, error) {
 	evs, err := s.Events(ctx, id, 0)
 	if err != nil {
 		return fencing.Bump{}, false, err
@@ -144,7 +143,7 @@ func (s *Store) GrantedBump(ctx context.Context, id, bumpID string) (fencing.Bum
 // compare-and-swap, so replicas reconciling the same validator at once can
 // never grant an epoch twice or skip one; the Reconciler's lock only saves
 // duplicate work. It returns the record it left.
-func (s *Store) Reconcile(ctx context.Context, id string) (fencing.Epoch, error) {
+func (s *Store) Reconcile(ctx context.Context, id fencing.ValidatorID) (fencing.Epoch, error) {
 	for {
 		st, err := s.Status(ctx, id)
 		if err != nil {
@@ -171,7 +170,7 @@ func (s *Store) Reconcile(ctx context.Context, id string) (fencing.Epoch, error)
 
 // drain returns once no lease key of epoch exists, recording each lease that
 // disappears without a release as expired.
-func (s *Store) drain(ctx context.Context, id string, epoch uint64) error {
+func (s *Store) drain(ctx context.Context, id fencing.ValidatorID, epoch uint64) error {
 	prefix := s.leasePrefix(id, epoch)
 	for {
 		resp, err := s.get(ctx, "drain_list", prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
@@ -209,7 +208,7 @@ func (s *Store) drain(ctx context.Context, id string, epoch uint64) error {
 // markExpired records that sidecar's lease of epoch ended without a release;
 // if a release was recorded (in the same transaction as its delete), the
 // compare keeps it.
-func (s *Store) markExpired(ctx context.Context, id string, epoch uint64, holder, sidecar string) {
+func (s *Store) markExpired(ctx context.Context, id fencing.ValidatorID, epoch uint64, holder, sidecar string) {
 	key := s.drainedPrefix(id, epoch) + leaseName(holder, sidecar)
 	v, err := encode(fencing.Drained{Sidecar: sidecar, Holder: holder, Epoch: epoch, How: fencing.DrainExpired, At: s.now().UTC()})
 	if err == nil {
@@ -222,7 +221,7 @@ func (s *Store) markExpired(ctx context.Context, id string, epoch uint64, holder
 
 // fence is T3, committed only while no lease of the epoch exists. Leases
 // granted under the epoch whose end nobody saw are recorded as expired.
-func (s *Store) fence(ctx context.Context, id string, st fencing.Status) error {
+func (s *Store) fence(ctx context.Context, id fencing.ValidatorID, st fencing.Status) error {
 	n := st.Epoch.Epoch
 	lessees, drained, err := s.leaseHistory(ctx, id, n)
 	if err != nil {
@@ -266,7 +265,7 @@ func (s *Store) fence(ctx context.Context, id string, st fencing.Status) error {
 
 // grant is T4: fenced(N) -> active(N+1, bump.To), deleting the bump in the
 // same transaction, and only while no lease of N exists (invariant 2).
-func (s *Store) grant(ctx context.Context, id string, st fencing.Status) error {
+func (s *Store) grant(ctx context.Context, id fencing.ValidatorID, st fencing.Status) error {
 	b := st.Bump
 	if b.FromEpoch != st.Epoch.Epoch {
 		return fencing.Errorf(fencing.CodeInternal, "validator %s: bump %s is from epoch %d but the epoch is %d; refusing to grant (inspect with fencectl history)", id, b.ID, b.FromEpoch, st.Epoch.Epoch)
@@ -296,7 +295,7 @@ func (s *Store) grant(ctx context.Context, id string, st fencing.Status) error {
 
 // leaseHistory returns every lease granted under epoch and how those that
 // ended did, by leaseName.
-func (s *Store) leaseHistory(ctx context.Context, id string, epoch uint64) (map[string]fencing.LeaseRecord, map[string]fencing.Drained, error) {
+func (s *Store) leaseHistory(ctx context.Context, id fencing.ValidatorID, epoch uint64) (map[string]fencing.LeaseRecord, map[string]fencing.Drained, error) {
 	tr, err := s.txn(ctx, "lease_history", nil, []clientv3.Op{
 		clientv3.OpGet(s.lesseePrefix(id, epoch), clientv3.WithPrefix()),
 		clientv3.OpGet(s.drainedPrefix(id, epoch), clientv3.WithPrefix()),
@@ -340,7 +339,7 @@ func drainSummary(d map[string]fencing.Drained) string {
 //
 // firstWait > 0 then waits up to that long (within ctx) for the new holder's
 // first journaled signature and adds it to the timeline.
-func (s *Store) WaitBump(ctx context.Context, id string, b fencing.Bump, firstWait time.Duration) (fencing.BumpResult, error) {
+func (s *Store) WaitBump(ctx context.Context, id fencing.ValidatorID, b fencing.Bump, firstWait time.Duration) (fencing.BumpResult, error) {
 	res := fencing.BumpResult{Bump: b}
 	var rev int64
 	for ctx.Err() == nil {
@@ -385,7 +384,7 @@ func (s *Store) WaitBump(ctx context.Context, id string, b fencing.Bump, firstWa
 // lasts) until it moves to epoch: the new holder's first journaled signature
 // (strict mode; in lease mode the watermark moves only with renewals). It
 // returns nil if none was seen.
-func (s *Store) firstSignature(ctx context.Context, id string, epoch uint64, wait time.Duration) *fencing.TimelineEntry {
+func (s *Store) firstSignature(ctx context.Context, id fencing.ValidatorID, epoch uint64, wait time.Duration) *fencing.TimelineEntry {
 	wctx, cancel := context.WithTimeout(clientv3.WithRequireLeader(ctx), wait)
 	defer cancel()
 	resp, err := s.get(wctx, "watermark_read", s.watermarkKey(id))
@@ -430,7 +429,7 @@ func (s *Store) firstSignature(ctx context.Context, id string, epoch uint64, wai
 
 // Timeline assembles b's timeline so far from the history and the drained
 // leases of its epoch, in time order.
-func (s *Store) Timeline(ctx context.Context, id string, b fencing.Bump) ([]fencing.TimelineEntry, error) {
+func (s *Store) Timeline(ctx context.Context, id fencing.ValidatorID, b fencing.Bump) ([]fencing.TimelineEntry, error) {
 	evs, err := s.Events(ctx, id, 0)
 	if err != nil {
 		return nil, err
@@ -471,21 +470,21 @@ type Reconciler struct {
 	s        *Store
 	interval time.Duration
 	ttl      int
-	kick     chan string
+	kick     chan fencing.ValidatorID
 
 	mu      sync.Mutex
-	running map[string]bool
+	running map[fencing.ValidatorID]bool
 	sess    *concurrency.Session
 }
 
 // NewReconciler returns a Reconciler that scans every interval and holds its
 // locks with a session of sessionTTL seconds.
 func (s *Store) NewReconciler(interval time.Duration, sessionTTL int) *Reconciler {
-	return &Reconciler{s: s, interval: interval, ttl: sessionTTL, kick: make(chan string, 64), running: map[string]bool{}}
+	return &Reconciler{s: s, interval: interval, ttl: sessionTTL, kick: make(chan fencing.ValidatorID, 64), running: map[fencing.ValidatorID]bool{}}
 }
 
 // Kick asks for id to be reconciled now.
-func (r *Reconciler) Kick(id string) {
+func (r *Reconciler) Kick(id fencing.ValidatorID) {
 	select {
 	case r.kick <- id:
 	default:
@@ -524,7 +523,7 @@ func (r *Reconciler) scan(ctx context.Context) {
 	}
 }
 
-func (r *Reconciler) start(ctx context.Context, id string) {
+func (r *Reconciler) start(ctx context.Context, id fencing.ValidatorID) {
 	r.mu.Lock()
 	if r.running[id] {
 		r.mu.Unlock()
@@ -545,7 +544,7 @@ func (r *Reconciler) start(ctx context.Context, id string) {
 }
 
 // reconcileLocked runs Reconcile under the validator's bump lock.
-func (r *Reconciler) reconcileLocked(ctx context.Context, id string) error {
+func (r *Reconciler) reconcileLocked(ctx context.Context, id fencing.ValidatorID) error {
 	sess, err := r.session()
 	if err != nil {
 		return err

@@ -12,14 +12,7 @@ import (
 
 // Events returns the history in commit order (etcd revision), of validator id
 // or of all validators when id is empty; limit > 0 keeps the newest limit.
-func (s *Store) Events(ctx context.Context, id string, limit int) ([]fencing.Event, error) {
-	if id != "" {
-		cid, err := fencing.CanonicalValidatorID(id)
-		if err != nil {
-			return nil, err
-		}
-		id = cid
-	}
+func (s *Store) Events(ctx context.Context, id fencing.ValidatorID, limit int) ([]fencing.Event, error) {
 	resp, err := s.get(ctx, "events_list", s.eventsPrefix(), clientv3.WithPrefix(),
 		clientv3.WithSort(clientv3.SortByModRevision, clientv3.SortAscend))
 	if err != nil {

@@ -28,8 +28,8 @@ import (
 const PresenceTTL = 60 * time.Second
 
 func (s *Store) holderKey(h string) string { return s.prefix + "holders/" + h }
-func (s *Store) presencePrefix(id string) string {
-	return s.prefix + "presence/" + id + "/"
+func (s *Store) presencePrefix(id fencing.ValidatorID) string {
+	return s.prefix + "presence/" + string(id) + "/"
 }
 
 // RegisterHolder records holder as a failure domain bumps may target.
@@ -86,7 +86,7 @@ func (s *Store) Holders(ctx context.Context) ([]fencing.HolderRecord, error) {
 	}
 	for _, st := range sts {
 		if _, ok := known[st.Epoch.Holder]; !ok {
-			known[st.Epoch.Holder] = fencing.HolderRecord{Holder: st.Epoch.Holder, LearntFrom: "validator " + st.ID}
+			known[st.Epoch.Holder] = fencing.HolderRecord{Holder: st.Epoch.Holder, LearntFrom: "validator " + string(st.ID)}
 		}
 	}
 	out := make([]fencing.HolderRecord, 0, len(known))
@@ -98,7 +98,7 @@ func (s *Store) Holders(ctx context.Context) ([]fencing.HolderRecord, error) {
 }
 
 // RecordPresence keeps p as the last report of its sidecar for id.
-func (s *Store) RecordPresence(ctx context.Context, id string, p fencing.Presence) error {
+func (s *Store) RecordPresence(ctx context.Context, id fencing.ValidatorID, p fencing.Presence) error {
 	lease, err := s.presenceLease(ctx)
 	if err != nil {
 		return err
@@ -115,7 +115,7 @@ func (s *Store) RecordPresence(ctx context.Context, id string, p fencing.Presenc
 }
 
 // Presence returns the reports of id's sidecars younger than PresenceTTL.
-func (s *Store) Presence(ctx context.Context, id string) ([]fencing.Presence, error) {
+func (s *Store) Presence(ctx context.Context, id fencing.ValidatorID) ([]fencing.Presence, error) {
 	resp, err := s.get(ctx, "presence_list", s.presencePrefix(id), clientv3.WithPrefix())
 	if err != nil {
 		return nil, err

@@ -102,8 +102,8 @@ func (s *Store) whyNotJournaled(r fencing.JournalRequest, rs []*etcdserverpb.Res
 
 // JournalEntries lists the journal of id (all of it when id is empty), in
 // key order: by validator, then height, round and step.
-func (s *Store) JournalEntries(ctx context.Context, id string) ([]fencing.JournalEntry, error) {
-	ids := []string{id}
+func (s *Store) JournalEntries(ctx context.Context, id fencing.ValidatorID) ([]fencing.JournalEntry, error) {
+	ids := []fencing.ValidatorID{id}
 	if id == "" {
 		sts, err := s.Statuses(ctx)
 		if err != nil {
@@ -113,10 +113,6 @@ func (s *Store) JournalEntries(ctx context.Context, id string) ([]fencing.Journa
 		for _, st := range sts {
 			ids = append(ids, st.ID)
 		}
-	} else if cid, err := fencing.CanonicalValidatorID(id); err != nil {
-		return nil, err
-	} else {
-		ids[0] = cid
 	}
 	var out []fencing.JournalEntry
 	for _, v := range ids {
@@ -173,7 +169,7 @@ func (j *Journaler) Run(ctx context.Context) {
 	var carry []*pendingJournal
 	for {
 		var batch []*pendingJournal
-		seen := map[string]bool{}
+		seen := map[fencing.ValidatorID]bool{}
 		take := func(p *pendingJournal) {
 			if seen[p.Req.Lease.Validator] || len(batch) == j.maxBatch {
 				carry = append(carry, p)
@@ -247,7 +243,7 @@ func (j *Journaler) commit(ctx context.Context, batch []*pendingJournal) {
 // quorum watermark (keep > 0) and returns how many it deleted. Entries at or
 // above the watermark are never touched, so pruning cannot weaken the
 // watermark check; it only shortens what the journal audit can look back on.
-func (s *Store) PruneJournal(ctx context.Context, id string, keep uint64) (int64, error) {
+func (s *Store) PruneJournal(ctx context.Context, id fencing.ValidatorID, keep uint64) (int64, error) {
 	st, err := s.Status(ctx, id)
 	if err != nil || st.Watermark == nil || keep == 0 || st.Watermark.Height <= keep {
 		return 0, err

@@ -77,7 +77,7 @@ func newHeldStore(t *testing.T, c *etcdtest.Cluster) (*Store, *heldKV) {
 
 // leaseOf returns the etcd lease the only live lease key of id is attached
 // to, or 0 when there is none.
-func leaseOf(t *testing.T, s *Store, id string) clientv3.LeaseID {
+func leaseOf(t *testing.T, s *Store, id fencing.ValidatorID) clientv3.LeaseID {
 	t.Helper()
 	resp, err := s.cli.Get(context.Background(), s.vkey(id, "leases/"), clientv3.WithPrefix())
 	if err != nil {

@@ -33,9 +33,8 @@ type Grant struct {
 // the same sidecar are refused with lease_held until the live lease is
 // released or has expired. Nothing here ever deletes a live lease: a late
 // acquire must not end the lease its sidecar signs under.
-func (s *Store) Acquire(ctx context.Context, id, holder, sidecar string, ttl int64) (Grant, error) {
-	id, err := fencing.CanonicalValidatorID(id)
-	if err != nil {
+func (s *Store) Acquire(ctx context.Context, id fencing.ValidatorID, holder, sidecar string, ttl int64) (Grant, error) {
+	if err := id.Required(); err != nil {
 		return Grant{}, err
 	}
 	if err := fencing.ValidateHolder(holder); err != nil {
@@ -356,7 +355,7 @@ type LiveLease struct {
 
 // LiveLeases lists the live leases of id's epoch with the time etcd gives
 // each before it expires (what a bump still waits for).
-func (s *Store) LiveLeases(ctx context.Context, id string, epoch uint64) ([]LiveLease, error) {
+func (s *Store) LiveLeases(ctx context.Context, id fencing.ValidatorID, epoch uint64) ([]LiveLease, error) {
 	resp, err := s.get(ctx, "lease_list", s.leasePrefix(id, epoch), clientv3.WithPrefix())
 	if err != nil {
 		return nil, err

@@ -124,7 +124,7 @@ type model struct {
 	cli    *clientv3.Client
 	kv     *modelKV
 	leases *modelLease
-	id     string
+	id     fencing.ValidatorID
 	scs    []*modelSidecar
 	nextID int
 

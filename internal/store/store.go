@@ -111,17 +111,21 @@ func New(cli *clientv3.Client, o Options) (*Store, error) {
 
 // keys
 
-func (s *Store) registryKey(id string) string   { return s.prefix + "registry/" + id }
-func (s *Store) vkey(id, rest string) string    { return s.prefix + "validators/" + id + "/" + rest }
-func (s *Store) epochKey(id string) string      { return s.vkey(id, "epoch") }
-func (s *Store) bumpKey(id string) string       { return s.vkey(id, "bump") }
-func (s *Store) bumpLockKey(id string) string   { return s.vkey(id, "bump-lock") }
-func (s *Store) watermarkKey(id string) string  { return s.vkey(id, "watermark") }
-func (s *Store) hrsKey(id string) string        { return s.vkey(id, "watermark-hrs") }
-func (s *Store) journalPrefix(id string) string { return s.vkey(id, "journal/") }
-func (s *Store) eventsPrefix() string           { return s.prefix + "events/" }
+func (s *Store) registryKey(id fencing.ValidatorID) string {
+	return s.prefix + "registry/" + string(id)
+}
+func (s *Store) vkey(id fencing.ValidatorID, rest string) string {
+	return s.prefix + "validators/" + string(id) + "/" + rest
+}
+func (s *Store) epochKey(id fencing.ValidatorID) string      { return s.vkey(id, "epoch") }
+func (s *Store) bumpKey(id fencing.ValidatorID) string       { return s.vkey(id, "bump") }
+func (s *Store) bumpLockKey(id fencing.ValidatorID) string   { return s.vkey(id, "bump-lock") }
+func (s *Store) watermarkKey(id fencing.ValidatorID) string  { return s.vkey(id, "watermark") }
+func (s *Store) hrsKey(id fencing.ValidatorID) string        { return s.vkey(id, "watermark-hrs") }
+func (s *Store) journalPrefix(id fencing.ValidatorID) string { return s.vkey(id, "journal/") }
+func (s *Store) eventsPrefix() string                        { return s.prefix + "events/" }
 
-func (s *Store) leasePrefix(id string, epoch uint64) string {
+func (s *Store) leasePrefix(id fencing.ValidatorID, epoch uint64) string {
 	return s.vkey(id, "leases/"+strconv.FormatUint(epoch, 10)+"/")
 }
 
@@ -138,19 +142,19 @@ func splitLeaseName(key string) (holder, sidecar string) {
 	return key[j+1 : max(i, 0)], key[i+1:]
 }
 
-func (s *Store) leaseKey(id string, epoch uint64, holder, sidecar string) string {
+func (s *Store) leaseKey(id fencing.ValidatorID, epoch uint64, holder, sidecar string) string {
 	return s.leasePrefix(id, epoch) + leaseName(holder, sidecar)
 }
-func (s *Store) lesseePrefix(id string, epoch uint64) string {
+func (s *Store) lesseePrefix(id fencing.ValidatorID, epoch uint64) string {
 	return s.vkey(id, "lessees/"+strconv.FormatUint(epoch, 10)+"/")
 }
-func (s *Store) drainedPrefix(id string, epoch uint64) string {
+func (s *Store) drainedPrefix(id fencing.ValidatorID, epoch uint64) string {
 	return s.vkey(id, "drained/"+strconv.FormatUint(epoch, 10)+"/")
 }
 func (s *Store) tokenKey(l fencing.Lease) string {
 	return s.leaseKey(l.Validator, l.Epoch, l.Holder, l.Sidecar)
 }
-func (s *Store) journalKey(id string, h fencing.HRS) string {
+func (s *Store) journalKey(id fencing.ValidatorID, h fencing.HRS) string {
 	return s.journalPrefix(id) + h.JournalPath()
 }
 
@@ -170,7 +174,7 @@ func (s *Store) eventOp(ev fencing.Event) (clientv3.Cmp, clientv3.Op, error) {
 // noLeases is true inside a transaction only while no lease key of epoch
 // exists (a range compare: every key in the range must match, an empty range
 // matches).
-func (s *Store) noLeases(id string, epoch uint64) clientv3.Cmp {
+func (s *Store) noLeases(id fencing.ValidatorID, epoch uint64) clientv3.Cmp {
 	return clientv3.Compare(clientv3.CreateRevision(s.leasePrefix(id, epoch)), "=", 0).WithPrefix()
 }
 
@@ -195,7 +199,11 @@ func (s *Store) op(ctx context.Context, name string, fn func(ctx context.Context
 	if errors.As(err, &fe) {
 		return err
 	}
-	return fencing.Errorf(fencing.CodeNoQuorum, "etcd: no quorum or unreachable, %s not committed (nothing changed): %v", name, err)
+	// A write that timed out was not committed yet, but its proposal may
+	// sit in a member's log and commit when quorum returns: callers treat it
+	// as not done (a sidecar does not sign) and must re-read before acting
+	// again.
+	return fencing.Errorf(fencing.CodeNoQuorum, "etcd: no quorum or unreachable, %s not confirmed: it did not commit in time and may still commit when etcd regains quorum; re-read before acting again: %v", name, err)
 }
 
 func (s *Store) txn(ctx context.Context, name string, cmps []clientv3.Cmp, then, els []clientv3.Op) (*clientv3.TxnResponse, error) {

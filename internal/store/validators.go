@@ -2,7 +2,7 @@ package store
 
 import (
 	"context"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -13,9 +13,8 @@ import (
 
 // AddValidator is T1: register id with epoch 1 active on holder. It fails
 // with conflict if id exists.
-func (s *Store) AddValidator(ctx context.Context, id, holder string, c fencing.Change) (fencing.Epoch, error) {
-	id, err := fencing.CanonicalValidatorID(id)
-	if err != nil {
+func (s *Store) AddValidator(ctx context.Context, id fencing.ValidatorID, holder string, c fencing.Change) (fencing.Epoch, error) {
+	if err := id.Required(); err != nil {
 		return fencing.Epoch{}, err
 	}
 	c.At = s.now().UTC()
@@ -54,7 +53,7 @@ func (s *Store) AddValidator(ctx context.Context, id, holder string, c fencing.C
 // readd registers again a validator that was removed: its epoch record,
 // watermark and journal were kept, so it continues at the next epoch, above
 // everything it ever signed (invariant 6).
-func (s *Store) readd(ctx context.Context, id, holder string, c fencing.Change) (fencing.Epoch, error) {
+func (s *Store) readd(ctx context.Context, id fencing.ValidatorID, holder string, c fencing.Change) (fencing.Epoch, error) {
 	tr, err := s.txn(ctx, "readd_read", nil, []clientv3.Op{clientv3.OpGet(s.registryKey(id)), clientv3.OpGet(s.epochKey(id))}, nil)
 	if err != nil {
 		return fencing.Epoch{}, err
@@ -85,9 +84,8 @@ func (s *Store) readd(ctx context.Context, id, holder string, c fencing.Change) 
 // leased, but its epoch record, watermark and journal stay, so adding it
 // again continues above everything it signed. It is refused unless the
 // validator is fenced with no bump recorded and no lease live.
-func (s *Store) RemoveValidator(ctx context.Context, id string, c fencing.Change) error {
-	id, err := fencing.CanonicalValidatorID(id)
-	if err != nil {
+func (s *Store) RemoveValidator(ctx context.Context, id fencing.ValidatorID, c fencing.Change) error {
+	if err := id.Required(); err != nil {
 		return err
 	}
 	if err := c.Validate(); err != nil {
@@ -124,7 +122,7 @@ func (s *Store) RemoveValidator(ctx context.Context, id string, c fencing.Change
 }
 
 // readEpoch returns the epoch record of id and its mod revision.
-func (s *Store) readEpoch(ctx context.Context, id string) (fencing.Epoch, int64, error) {
+func (s *Store) readEpoch(ctx context.Context, id fencing.ValidatorID) (fencing.Epoch, int64, error) {
 	resp, err := s.get(ctx, "get_epoch", s.epochKey(id))
 	if err != nil {
 		return fencing.Epoch{}, 0, err
@@ -142,17 +140,16 @@ func (s *Store) readEpoch(ctx context.Context, id string) (fencing.Epoch, int64,
 	return ep, resp.Kvs[0].ModRevision, nil
 }
 
-func notFound(id string) error {
+func notFound(id fencing.ValidatorID) error {
 	return fencing.Errorf(fencing.CodeNotFound, "validator %s is not registered; add it with fencectl validator add %s --holder H", id, id)
 }
 
 // fencing.Status reads one validator.
-func (s *Store) Status(ctx context.Context, id string) (fencing.Status, error) {
-	id, err := fencing.CanonicalValidatorID(id)
-	if err != nil {
+func (s *Store) Status(ctx context.Context, id fencing.ValidatorID) (fencing.Status, error) {
+	if err := id.Required(); err != nil {
 		return fencing.Status{}, err
 	}
-	sts, err := s.statuses(ctx, []string{id})
+	sts, err := s.statuses(ctx, []fencing.ValidatorID{id})
 	if err != nil {
 		return fencing.Status{}, err
 	}
@@ -165,11 +162,15 @@ func (s *Store) Statuses(ctx context.Context) ([]fencing.Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	ids := make([]string, 0, len(resp.Kvs))
+	ids := make([]fencing.ValidatorID, 0, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		ids = append(ids, strings.TrimPrefix(string(kv.Key), s.prefix+"registry/"))
+		id, err := fencing.ParseValidatorID(strings.TrimPrefix(string(kv.Key), s.prefix+"registry/"))
+		if err != nil {
+			return nil, fencing.Errorf(fencing.CodeInternal, "corrupt registry key %s: %v", kv.Key, err)
+		}
+		ids = append(ids, id)
 	}
-	sort.Strings(ids)
+	slices.Sort(ids)
 	var out []fencing.Status
 	const perTxn = 25 // 4 reads each, under etcd's default of 128 ops
 	for len(ids) > 0 {
@@ -185,7 +186,7 @@ func (s *Store) Statuses(ctx context.Context) ([]fencing.Status, error) {
 }
 
 // statuses reads ids in one transaction so each snapshot is consistent.
-func (s *Store) statuses(ctx context.Context, ids []string) ([]fencing.Status, error) {
+func (s *Store) statuses(ctx context.Context, ids []fencing.ValidatorID) ([]fencing.Status, error) {
 	var ops []clientv3.Op
 	for _, id := range ids {
 		ops = append(ops,
@@ -236,9 +237,8 @@ func (s *Store) statuses(ctx context.Context, ids []string) ([]fencing.Status, e
 // Freeze is T2 on its own: active(N) -> revoking(N). expected, when not zero,
 // must equal the current epoch. The operator then bumps, or leaves the
 // validator frozen ("freeze production writes").
-func (s *Store) Freeze(ctx context.Context, id string, expected uint64, c fencing.Change) (fencing.Epoch, error) {
-	id, err := fencing.CanonicalValidatorID(id)
-	if err != nil {
+func (s *Store) Freeze(ctx context.Context, id fencing.ValidatorID, expected uint64, c fencing.Change) (fencing.Epoch, error) {
+	if err := id.Required(); err != nil {
 		return fencing.Epoch{}, err
 	}
 	if err := c.Validate(); err != nil {
@@ -263,7 +263,7 @@ func (s *Store) Freeze(ctx context.Context, id string, expected uint64, c fencin
 	return next, nil
 }
 
-func checkExpected(id string, ep fencing.Epoch, expected uint64) error {
+func checkExpected(id fencing.ValidatorID, ep fencing.Epoch, expected uint64) error {
 	if expected != 0 && ep.Epoch != expected {
 		return fencing.Errorf(fencing.CodeConflict, "validator %s: expected epoch %d but the current epoch is %d (%s on %s); re-read fencectl status", id, expected, ep.Epoch, ep.State, ep.Holder)
 	}
@@ -272,7 +272,7 @@ func checkExpected(id string, ep fencing.Epoch, expected uint64) error {
 
 // transition commits next over the record read at rev, with its event and any
 // extra compares and operations, in one transaction. A lost race is conflict.
-func (s *Store) transition(ctx context.Context, name, id string, rev int64, next fencing.Epoch, ev fencing.Event, cmps []clientv3.Cmp, ops []clientv3.Op) error {
+func (s *Store) transition(ctx context.Context, name string, id fencing.ValidatorID, rev int64, next fencing.Epoch, ev fencing.Event, cmps []clientv3.Cmp, ops []clientv3.Op) error {
 	nv, err := encode(next)
 	if err != nil {
 		return err
@@ -301,9 +301,8 @@ func (s *Store) transition(ctx context.Context, name, id string, rev int64, next
 // WatchEpoch returns the epoch record of id as soon as its revision is above
 // after, or after wait (then with the current record and no error). It is the
 // long poll sidecars use to learn of revoking without polling etcd.
-func (s *Store) WatchEpoch(ctx context.Context, id string, after int64, wait time.Duration) (fencing.Epoch, int64, error) {
-	id, err := fencing.CanonicalValidatorID(id)
-	if err != nil {
+func (s *Store) WatchEpoch(ctx context.Context, id fencing.ValidatorID, after int64, wait time.Duration) (fencing.Epoch, int64, error) {
+	if err := id.Required(); err != nil {
 		return fencing.Epoch{}, 0, err
 	}
 	resp, err := s.get(ctx, "get_epoch", s.epochKey(id))

@@ -15,8 +15,9 @@ import (
 
 // docs/runbook.md is where every alert's runbook_url lands and what
 // operators copy commands from during an incident. TestRunbookAnchors checks
-// the links against the rendered chart; TestRunbookCommands checks the
-// fencectl command lines against fencectl's command tree.
+// the alerts' links against the rendered chart, TestRunbookLinks the
+// runbook's own links, and TestRunbookCommands its fencectl command lines
+// against fencectl's command tree.
 
 // repoBlobURL is how the chart's default runbookBaseURL addresses a file of
 // this repository (charts/fencing/values.yaml); the rest of the URL, before

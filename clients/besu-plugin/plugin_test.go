@@ -15,6 +15,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"github.com/validator-fencing/fencing/internal/api"
 	"io"
 	"math/big"
 	"net/http"
@@ -99,7 +100,8 @@ func TestPluginAgainstSidecar(t *testing.T) {
 	})
 
 	t.Run("refuses after a bump to another holder", func(t *testing.T) {
-		r.fencectl(t, "bump", addr, "--to", "region-b", "--operator", "test", "--reason", "besu plugin test")
+		r.registerHolder(t, "region-b")
+		r.fencectl(t, "bump", addr, "--to", "region-b", "--force", "--operator", "test", "--reason", "besu plugin test")
 		h.wantRefused(t, digest, "fenced", "stale_epoch")
 		h.wantRefused(t, crypto.Keccak256([]byte("another")), "fenced", "stale_epoch")
 	})
@@ -345,6 +347,18 @@ func (r *rig) fencectl(t testing.TB, args ...string) {
 	cmd := exec.Command(filepath.Join(r.bin, "fencectl"), append([]string{"--coordinator", r.coordURL}, args...)...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("fencectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// registerHolder makes holder known (no sidecar of it runs here).
+func (r *rig) registerHolder(t testing.TB, holder string) {
+	t.Helper()
+	c, err := api.NewClient([]string{r.coordURL}, api.ClientOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.RegisterHolder(context.Background(), api.ChangeRequest{Holder: holder, Operator: "test", Reason: "besu plugin test"}); err != nil {
+		t.Fatal(err)
 	}
 }
 

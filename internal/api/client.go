@@ -364,3 +364,10 @@ func (c *Client) JournalBatch(ctx context.Context, reqs []fencing.JournalRequest
 	}
 	return entries, errs, nil
 }
+
+// RegisterHolder makes holder known to the coordinator (a bump's target
+// must be known).
+func (c *Client) RegisterHolder(ctx context.Context, r ChangeRequest) error {
+	_, err := c.do(ctx, http.MethodPost, "/v1/holders", r, nil)
+	return err
+}

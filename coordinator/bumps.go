@@ -178,11 +178,11 @@ func (s *Server) startBump(w http.ResponseWriter, r *http.Request, op string, ch
 		s.fail(w, r, op, err)
 		return
 	}
-	s.reconciler.Kick(st.ID)
+	s.reconciler.kick(st.ID)
 	extendWrite(w, req.Wait.Duration)
 	ctx, cancel := context.WithTimeout(r.Context(), req.Wait.Duration)
 	defer cancel()
-	res, err := s.st.WaitBump(ctx, st.ID, b, req.FirstSignatureWait.Duration)
+	res, err := waitBump(ctx, s.st, st.ID, b, req.FirstSignatureWait.Duration)
 	if err != nil {
 		s.fail(w, r, op, err)
 		return
@@ -240,7 +240,7 @@ func (s *Server) progress(w http.ResponseWriter, r *http.Request) {
 		cur, err := s.st.Status(r.Context(), st.ID)
 		var tl []fencing.TimelineEntry
 		if err == nil {
-			tl, err = s.st.Timeline(r.Context(), st.ID, b)
+			tl, err = timeline(r.Context(), s.st, st.ID, b)
 		}
 		if err != nil {
 			body := api.ErrorBody(err)
@@ -257,7 +257,7 @@ func (s *Server) progress(w http.ResponseWriter, r *http.Request) {
 		}
 		if cur.Epoch.Epoch > b.FromEpoch {
 			ctx, cancel := context.WithTimeout(r.Context(), firstWait+5*time.Second)
-			res, err := s.st.WaitBump(ctx, st.ID, b, firstWait)
+			res, err := waitBump(ctx, s.st, st.ID, b, firstWait)
 			cancel()
 			if err != nil {
 				body := api.ErrorBody(err)

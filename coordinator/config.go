@@ -32,31 +32,66 @@ import (
 
 // Config is fence-coordinator's configuration.
 type Config struct {
-	Listen            string
-	EmbeddedEtcd      string
-	EtcdEndpoints     flagenv.List
-	EtcdCACert        string
-	EtcdCert          string
-	EtcdKey           string
-	EtcdPrefix        string
-	EtcdTimeout       time.Duration
-	TLSCert           string
-	TLSKey            string
-	LogJSON           bool
-	LogLevel          string
+	// Listen is the API's host:port (--listen; default DefaultListen,
+	// loopback). Off loopback, TLS and authentication are required
+	// (validateAuth).
+	Listen string
+	// EmbeddedEtcd runs a single-node etcd in this directory (development,
+	// drills); it excludes EtcdEndpoints.
+	EmbeddedEtcd string
+	// EtcdEndpoints are the etcd client URLs (production: 3 or 5 members in
+	// three failure domains).
+	EtcdEndpoints flagenv.List
+	// EtcdCACert, EtcdCert and EtcdKey are the etcd client's TLS files.
+	EtcdCACert, EtcdCert, EtcdKey string
+	// EtcdPrefix is the key prefix of all fencing state (default /fencing/).
+	EtcdPrefix string
+	// EtcdTimeout bounds each etcd round trip (default 5s); a write not
+	// committed by then fails closed with no_quorum.
+	EtcdTimeout time.Duration
+	// TLSCert and TLSKey serve HTTPS (required off loopback).
+	TLSCert, TLSKey string
+	// LogJSON logs JSON lines; LogLevel is trace, debug, info (default),
+	// warn or error.
+	LogJSON  bool
+	LogLevel string
+	// ReconcileInterval is how often a replica looks for bumps to resume
+	// (default 2s).
 	ReconcileInterval time.Duration
-	SessionTTL        time.Duration
-	MaxWatchWait      time.Duration
-	JournalRetention  uint64
+	// SessionTTL is the TTL of the replica's etcd session that holds bump
+	// locks (default 10s; at least 2s).
+	SessionTTL time.Duration
+	// MaxWatchWait is the longest epoch long poll a sidecar may ask for
+	// (default 60s).
+	MaxWatchWait time.Duration
+	// JournalRetention keeps each validator's journal this many heights below
+	// its watermark (0, the default, keeps everything).
+	JournalRetention uint64
+	// OperatorTokenFile holds a bearer token that authorizes every operator
+	// action (--operator-auth token; mode 0600, at least 16 characters).
 	OperatorTokenFile string
-	OperatorAuth      flagenv.List
+	// OperatorAuth lists how operators authenticate: kubernetes, token, mtls
+	// or none (default: token with OperatorTokenFile, else none, which only
+	// a loopback listener allows).
+	OperatorAuth flagenv.List
+	// OperatorNamespace is the namespace in which --operator-auth
+	// kubernetes asks RBAC (SubjectAccessReview).
 	OperatorNamespace string
-	ClientCA          string
-	AuthAudience      string
-	AuthBindings      string
-	AuthBindingsFile  string
-	Kubeconfig        string
-	EventsNamespace   string
+	// ClientCA verifies client certificates of sidecars and operators
+	// (needs TLSCert).
+	ClientCA string
+	// AuthAudience, with AuthBindings or AuthBindingsFile, authenticates
+	// sidecars by their projected ServiceAccount tokens (TokenReview) and
+	// binds each ServiceAccount to a holder and validators.
+	AuthAudience     string
+	AuthBindings     string
+	AuthBindingsFile string
+	// Kubeconfig is used for TokenReview, SubjectAccessReview and Events
+	// (default: in-cluster).
+	Kubeconfig string
+	// EventsNamespace records a Kubernetes Event of each epoch transition in
+	// this namespace (empty: none).
+	EventsNamespace string
 }
 
 // DefaultListen is where the coordinator and fencectl meet by default.

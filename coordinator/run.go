@@ -18,13 +18,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/validator-fencing/fencing/internal/embedetcd"
 	"github.com/validator-fencing/fencing/internal/fencing"
 	"github.com/validator-fencing/fencing/internal/kube"
+	"github.com/validator-fencing/fencing/internal/logging"
 	"github.com/validator-fencing/fencing/internal/store"
 )
 
@@ -56,7 +56,7 @@ func Run(ctx context.Context, cfg Config, lg hclog.Logger) error {
 		endpoints = []string{m.ClientURL}
 		lg.Warn("using embedded single-node etcd: for development and drills only, one failure domain", "dir", cfg.EmbeddedEtcd, "endpoint", m.ClientURL)
 	}
-	cli, err := etcdClient(cfg, endpoints)
+	cli, err := etcdClient(cfg, endpoints, lg.Named("etcd"))
 	if err != nil {
 		return err
 	}
@@ -160,7 +160,7 @@ func Run(ctx context.Context, cfg Config, lg hclog.Logger) error {
 	return nil
 }
 
-func etcdClient(cfg Config, endpoints []string) (*clientv3.Client, error) {
+func etcdClient(cfg Config, endpoints []string, lg hclog.Logger) (*clientv3.Client, error) {
 	var tlsCfg *tls.Config
 	if cfg.EtcdCACert != "" || cfg.EtcdCert != "" {
 		info := transport.TLSInfo{TrustedCAFile: cfg.EtcdCACert, CertFile: cfg.EtcdCert, KeyFile: cfg.EtcdKey}
@@ -170,7 +170,7 @@ func etcdClient(cfg Config, endpoints []string) (*clientv3.Client, error) {
 		}
 	}
 	cli, err := clientv3.New(clientv3.Config{
-		Endpoints: endpoints, DialTimeout: 5 * time.Second, TLS: tlsCfg, Logger: zap.NewNop(),
+		Endpoints: endpoints, DialTimeout: 5 * time.Second, TLS: tlsCfg, Logger: logging.Zap(lg),
 		DialKeepAliveTime: 5 * time.Second, DialKeepAliveTimeout: 5 * time.Second,
 	})
 	if err != nil {

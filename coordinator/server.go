@@ -70,7 +70,7 @@ func NewServer(st *store.Store, o ServerOptions) (*Server, error) {
 		return nil, err
 	}
 	return &Server{
-		st: st, journaler: st.NewJournaler(24), reconciler: st.NewReconciler(o.ReconcileInterval, int(o.SessionTTL/time.Second)),
+		st: st, journaler: st.NewJournaler(24), reconciler: newReconciler(st, o.Logger.Named("reconciler"), o.ReconcileInterval, int(o.SessionTTL/time.Second)),
 		auth: o.Auth, clientCerts: o.ClientCerts, operatorToken: o.OperatorToken, operatorReviewer: o.OperatorReviewer, lg: o.Logger, maxWait: o.MaxWatchWait, metrics: m, gatherer: o.Registry, retention: o.JournalRetention,
 	}, nil
 }
@@ -83,7 +83,7 @@ func (s *Server) Start(ctx context.Context) <-chan struct{} {
 		defer close(done)
 		var wg sync.WaitGroup
 		wg.Go(func() { s.journaler.Run(ctx) })
-		wg.Go(func() { s.reconciler.Run(ctx) })
+		wg.Go(func() { s.reconciler.run(ctx) })
 		if s.retention > 0 {
 			wg.Go(func() { s.pruneJournals(ctx) })
 		}
@@ -96,7 +96,7 @@ func (s *Server) Start(ctx context.Context) <-chan struct{} {
 type Server struct {
 	st               *store.Store
 	journaler        *store.Journaler
-	reconciler       *store.Reconciler
+	reconciler       *reconciler
 	auth             Authenticator
 	clientCerts      bool
 	operatorToken    string
@@ -436,7 +436,7 @@ func (s *Server) freeze(r *http.Request, req api.FreezeRequest) (any, error) {
 	}
 	ep, err := s.st.Freeze(r.Context(), id, req.ExpectedEpoch, change(r, req.Operator, req.Reason))
 	if err == nil {
-		s.reconciler.Kick(id)
+		s.reconciler.kick(id)
 	}
 	return api.EpochResponse{Epoch: ep}, err
 }

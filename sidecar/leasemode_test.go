@@ -2,6 +2,7 @@ package sidecar
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -151,5 +152,24 @@ func TestLeaseModeStopsAtFirstFailedRenewal(t *testing.T) {
 		if s.at.Before(reportedAt) {
 			t.Fatalf("signature at height %d, made before the last successful renewal reported its watermark, is missing from region-b's floor %v", s.height, g.Watermark)
 		}
+	}
+}
+
+// A validator named by an address signs only with that address's key: a
+// wrong key mounted for it (the right Secret name, another key) is refused
+// at start, not signed with under that validator's lease.
+func TestValidatorAddressMustMatchItsKey(t *testing.T) {
+	c := fencetest.Start(t, fencetest.Options{})
+	key, _ := testKey(t)
+	_, other := testKey(t)
+	_, err := NewSigner(Config{Holder: "region-a", Name: "a-0", Keys: []string{key}, Validators: []string{other}, StateDir: t.TempDir(), Mode: string(ModeStrict),
+		LeaseTTL: 3 * time.Second, RenewInterval: time.Second, SafetyMargin: time.Second}, c.Client, prometheus.NewRegistry(), hclog.NewNullLogger())
+	if err == nil || !strings.Contains(err.Error(), "is the key of") {
+		t.Fatalf("NewSigner with another address's key = %v, want a refusal naming the key's address", err)
+	}
+	// A name is not an address: any key may serve it.
+	if _, err := NewSigner(Config{Holder: "region-a", Name: "a-0", Keys: []string{key}, Validators: []string{"val-1"}, StateDir: t.TempDir(), Mode: string(ModeStrict),
+		LeaseTTL: 3 * time.Second, RenewInterval: time.Second, SafetyMargin: time.Second}, c.Client, prometheus.NewRegistry(), hclog.NewNullLogger()); err != nil {
+		t.Fatalf("NewSigner for a named validator = %v", err)
 	}
 }

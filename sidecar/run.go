@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ethereum/go-ethereum/common"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,7 +27,7 @@ func NewSigner(cfg Config, coord Coordinator, reg prometheus.Registerer, lg hclo
 	if err != nil {
 		return nil, err
 	}
-	s := &Signer{mode: Mode(cfg.Mode), coord: coord, batcher: newJournalBatcher(coord), sidecar: cfg.Name, validators: map[fencing.ValidatorID]*validatorGate{}, m: m}
+	s := &Signer{mode: Mode(cfg.Mode), coord: coord, batcher: newJournalBatcher(coord), sidecar: cfg.Name, validators: map[fencing.ValidatorID]*validatorGate{}, m: m, now: time.Now}
 	keys := make([]*Key, len(cfg.Keys))
 	ids := make([]fencing.ValidatorID, len(cfg.Keys))
 	seen := map[fencing.ValidatorID]bool{}
@@ -38,6 +40,12 @@ func NewSigner(cfg Config, coord Coordinator, reg prometheus.Registerer, lg hclo
 		if len(cfg.Validators) > 0 {
 			if id, err = fencing.ParseValidatorID(cfg.Validators[i]); err != nil {
 				return nil, err
+			}
+			// A validator named by an address signs with that address's
+			// key only: a wrong key in the right Secret would sign under
+			// another validator's lease.
+			if common.IsHexAddress(string(id)) && strings.HasPrefix(string(id), "0x") && id != fencing.ValidatorID(k.Address.Hex()) {
+				return nil, fmt.Errorf("--validator %s is an address, but key %s is the key of %s: give each --key its own validator, in order", id, path, k.Address.Hex())
 			}
 		}
 		if seen[id] {

@@ -40,6 +40,7 @@ type Signer struct {
 	validators map[fencing.ValidatorID]*validatorGate // by canonical ID and by canonical (EIP-55) address
 	list       []*validatorGate
 	m          *signerMetrics
+	now        func() time.Time // the clock of records and latencies
 }
 
 type validatorGate struct {
@@ -91,7 +92,7 @@ func (s *Signer) gate(validator fencing.ValidatorID) (*validatorGate, error) {
 //
 // Any failure refuses with its code word and signs nothing (inv. 7).
 func (s *Signer) SignHRS(ctx context.Context, validator fencing.ValidatorID, hrs fencing.HRS, digest fencing.Digest) (SignResult, error) {
-	start := time.Now()
+	start := s.now()
 	g, err := s.gate(validator)
 	if err != nil {
 		return SignResult{}, err
@@ -113,15 +114,15 @@ func (s *Signer) SignHRS(ctx context.Context, validator fencing.ValidatorID, hrs
 		return SignResult{}, s.m.refused(g.id, err)
 	}
 	if s.mode == ModeStrict { // 3
-		jstart := time.Now()
+		jstart := s.now()
 		_, err := s.batcher.journal(ctx, fencing.JournalRequest{Lease: lease, HRS: hrs, Digest: digest})
-		s.m.journal.Observe(time.Since(jstart).Seconds())
+		s.m.journal.Observe(s.now().Sub(jstart).Seconds())
 		if err != nil {
 			return SignResult{}, s.m.refused(g.id, quorumRefusal("journal", err))
 		}
 	}
 	if !again { // 4
-		e := fencing.JournalEntry{Validator: g.id, HRS: hrs, Digest: digest, Epoch: lease.Epoch, Sidecar: s.sidecar, At: time.Now().UTC()}
+		e := fencing.JournalEntry{Validator: g.id, HRS: hrs, Digest: digest, Epoch: lease.Epoch, Sidecar: s.sidecar, At: s.now().UTC()}
 		if err := g.journal.Append(e); err != nil {
 			return SignResult{}, s.m.refused(g.id, fencing.Errorf(fencing.CodeWatermark, "local signing record not written, nothing signed: %v", err))
 		}
@@ -134,7 +135,7 @@ func (s *Signer) SignHRS(ctx context.Context, validator fencing.ValidatorID, hrs
 // must be held with its deadline ahead, and in strict mode the coordinator
 // must confirm the lease in etcd at this moment.
 func (s *Signer) SignDigest(ctx context.Context, validator fencing.ValidatorID, digest fencing.Digest) (SignResult, error) {
-	start := time.Now()
+	start := s.now()
 	g, err := s.gate(validator)
 	if err != nil {
 		return SignResult{}, err
@@ -146,9 +147,9 @@ func (s *Signer) SignDigest(ctx context.Context, validator fencing.ValidatorID, 
 		return SignResult{}, s.m.refused(g.id, err)
 	}
 	if s.mode == ModeStrict {
-		jstart := time.Now()
+		jstart := s.now()
 		err := s.coord.CheckLease(ctx, lease)
-		s.m.journal.Observe(time.Since(jstart).Seconds())
+		s.m.journal.Observe(s.now().Sub(jstart).Seconds())
 		if err != nil {
 			return SignResult{}, s.m.refused(g.id, quorumRefusal("lease check", err))
 		}
@@ -166,7 +167,7 @@ func (s *Signer) finish(g *validatorGate, lease fencing.Lease, digest fencing.Di
 		return SignResult{}, s.m.refused(g.id, fencing.Errorf(fencing.CodeBadRequest, "sign: %v", err))
 	}
 	s.m.signatures.WithLabelValues(string(g.id), "signed").Inc()
-	s.m.sign.Observe(time.Since(start).Seconds())
+	s.m.sign.Observe(s.now().Sub(start).Seconds())
 	return SignResult{Signature: sig, Epoch: lease.Epoch}, nil
 }
 

@@ -329,7 +329,7 @@ func jsonSurface(name string, req func(t testing.TB, r *surfaceRig) (path string
 			return ""
 		}
 		var e api.ErrorResponse
-		if err := json.Unmarshal(body, &e); err != nil || status != e.Code.HTTPStatus() || e.Message == "" {
+		if err := json.Unmarshal(body, &e); err != nil || status != api.StatusOf(e.Code) || e.Message == "" {
 			t.Fatalf("POST %s = %d %s: want {code, message} with the code's status", path, status, body)
 		}
 		return e.Code

@@ -3,7 +3,7 @@
 // client used by the sidecar and fencectl. docs/api.md lists every endpoint.
 //
 // Every error response is {"code": <code word>, "message": <sentence>} with
-// the HTTP status of fencing.Code.HTTPStatus; callers branch on the code.
+// the HTTP status of StatusOf; callers branch on the code.
 package api
 
 import (
@@ -282,7 +282,7 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 // and the caller logs them.
 func WriteError(w http.ResponseWriter, err error) {
 	body := ErrorBody(err)
-	WriteJSON(w, body.Code.HTTPStatus(), body)
+	WriteJSON(w, StatusOf(body.Code), body)
 }
 
 // ErrorBody is err as it travels: its code word and its sentence.
@@ -294,3 +294,28 @@ func ErrorBody(err error) ErrorResponse {
 	}
 	return ErrorResponse{Code: fencing.CodeOf(err), Message: msg}
 }
+
+// StatusOf is the HTTP status a response carrying code c uses.
+func StatusOf(c fencing.Code) int {
+	switch c {
+	case fencing.CodeBadRequest:
+		return http.StatusBadRequest
+	case fencing.CodeUnauthorized:
+		return http.StatusUnauthorized
+	case fencing.CodeForbidden:
+		return http.StatusForbidden
+	case fencing.CodeNotFound:
+		return http.StatusNotFound
+	case fencing.CodeConflict, fencing.CodeLeaseHeld, fencing.CodeNotReady:
+		return http.StatusConflict
+	case fencing.CodeFenced, fencing.CodeStaleEpoch, fencing.CodeWatermark, fencing.CodeJournal:
+		return http.StatusPreconditionFailed
+	case fencing.CodeInProgress:
+		return http.StatusAccepted
+	case fencing.CodeNoQuorum, fencing.CodeUnavailable:
+		return http.StatusServiceUnavailable
+	default:
+		return http.StatusInternalServerError
+	}
+}
+

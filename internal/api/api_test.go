@@ -96,3 +96,19 @@ func TestClientFailsOverFromBlackhole(t *testing.T) {
 		t.Fatalf("first URL index after failover = %d, want 1", got)
 	}
 }
+
+func TestStatusOf(t *testing.T) {
+	for _, tc := range []struct {
+		code fencing.Code
+		want int
+	}{
+		{fencing.CodeFenced, 412}, {fencing.CodeStaleEpoch, 412}, {fencing.CodeWatermark, 412}, {fencing.CodeJournal, 412},
+		{fencing.CodeBadRequest, 400}, {fencing.CodeUnauthorized, 401}, {fencing.CodeForbidden, 403}, {fencing.CodeNotFound, 404},
+		{fencing.CodeConflict, 409}, {fencing.CodeLeaseHeld, 409}, {fencing.CodeNotReady, 409}, {fencing.CodeInProgress, 202},
+		{fencing.CodeNoQuorum, 503}, {fencing.CodeUnavailable, 503}, {fencing.CodeInternal, 500},
+	} {
+		if got := StatusOf(tc.code); got != tc.want {
+			t.Errorf("StatusOf(%s) = %d, want %d", tc.code, got, tc.want)
+		}
+	}
+}

@@ -1,7 +1,7 @@
 // Package audit finds duplicate signatures: a validator that signed two
 // different things for one slot. It is the independent check behind
 // "confirm the former active validators cannot produce duplicate signatures"
-// (DESIGN §1): prevention can fail (a key copied by hand, a restored backup,
+// (docs/architecture.md, the problem): prevention can fail (a key copied by hand, a restored backup,
 // a bug), the audit looks at what was actually signed.
 //
 // # Sources

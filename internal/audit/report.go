@@ -14,7 +14,7 @@ import (
 	"github.com/validator-fencing/fencing/internal/fencing"
 )
 
-// Exit codes of an audit run (DESIGN §6).
+// Exit codes of an audit run (docs/audit.md).
 const (
 	ExitClean      = 0 // everything was audited and nothing was found
 	ExitDuplicates = 1 // duplicates or writes after a revoke were found

@@ -112,7 +112,7 @@ type slot struct {
 	hrs       fencing.HRS
 }
 
-// Check verifies the invariants of DESIGN §5 over in.
+// Check verifies the invariants of docs/architecture.md over in.
 func Check(in CheckInput) *CheckReport {
 	rep := &CheckReport{Refused: map[fencing.Code]int{}, Grants: Grants(in.Epochs)}
 	add := func(v Violation) { rep.Violations = append(rep.Violations, v) }

@@ -9,7 +9,7 @@
 // active (region-a) and a standby (region-b) fence-sidecar per validator,
 // each serving its real signing API on 127.0.0.1. It signs, bumps every
 // validator to region-b, waits for the standby's first signature, audits the
-// journals and checks the invariants of DESIGN §5:
+// journals and checks the invariants of docs/architecture.md:
 //
 //	| # | step                                                              |
 //	|---|-------------------------------------------------------------------|

@@ -5,13 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/validator-fencing/fencing/internal/fencing"
+	"github.com/validator-fencing/fencing/internal/store"
 )
 
 // EpochChange is one committed write of a validator's epoch record, as a
@@ -115,18 +115,18 @@ func (o *Observer) lockedApply(ev *clientv3.Event, now time.Time) {
 	if ev.Type != clientv3.EventTypePut {
 		return
 	}
-	rest := strings.TrimPrefix(string(ev.Kv.Key), o.prefix+"validators/")
-	id, key, ok := strings.Cut(rest, "/")
+	k, ok := store.ParseValidatorKey(o.prefix, string(ev.Kv.Key))
 	if !ok {
 		return
 	}
-	switch key {
-	case "epoch":
+	id := string(k.Validator)
+	switch k.Kind {
+	case store.KeyEpoch:
 		var ep fencing.Epoch
 		if json.Unmarshal(ev.Kv.Value, &ep) == nil {
 			o.epochs = append(o.epochs, EpochChange{Validator: id, Epoch: ep, Revision: ev.Kv.ModRevision, Observed: now})
 		}
-	case "watermark":
+	case store.KeyWatermark:
 		var wm fencing.Watermark
 		if json.Unmarshal(ev.Kv.Value, &wm) == nil {
 			o.watermarks = append(o.watermarks, WatermarkChange{Validator: id, Watermark: wm, Revision: ev.Kv.ModRevision, Observed: now})
@@ -209,7 +209,7 @@ func ReadJournal(ctx context.Context, cli *clientv3.Client, prefix string) ([]Jo
 	}
 	var out []JournalPut
 	for _, kv := range resp.Kvs {
-		if !strings.Contains(string(kv.Key), "/journal/") {
+		if k, ok := store.ParseValidatorKey(prefix, string(kv.Key)); !ok || k.Kind != store.KeyJournal {
 			continue
 		}
 		var e fencing.JournalEntry

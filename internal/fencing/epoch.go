@@ -13,7 +13,7 @@ import (
 // State is the state of a validator's current epoch.
 type State string
 
-// The three states of DESIGN §4.
+// The three states of docs/architecture.md (the epoch state machine).
 const (
 	StateActive   State = "active"
 	StateRevoking State = "revoking"

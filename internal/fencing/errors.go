@@ -3,14 +3,13 @@ package fencing
 import (
 	"errors"
 	"fmt"
-	"net/http"
 )
 
 // Code is the word that travels over the wire with every refusal. Callers
 // branch on the code, never on the message.
 type Code string
 
-// The code words of DESIGN §6, plus those of the operator API.
+// The code words of docs/api.md.
 const (
 	// CodeFenced: no lease, or the epoch is not this holder's.
 	CodeFenced Code = "fenced"
@@ -47,30 +46,6 @@ const (
 	// CodeInternal: a bug; the message says what.
 	CodeInternal Code = "internal"
 )
-
-// HTTPStatus is the status code a response carrying this code uses.
-func (c Code) HTTPStatus() int {
-	switch c {
-	case CodeBadRequest:
-		return http.StatusBadRequest
-	case CodeUnauthorized:
-		return http.StatusUnauthorized
-	case CodeForbidden:
-		return http.StatusForbidden
-	case CodeNotFound:
-		return http.StatusNotFound
-	case CodeConflict, CodeLeaseHeld, CodeNotReady:
-		return http.StatusConflict
-	case CodeFenced, CodeStaleEpoch, CodeWatermark, CodeJournal:
-		return http.StatusPreconditionFailed
-	case CodeInProgress:
-		return http.StatusAccepted
-	case CodeNoQuorum, CodeUnavailable:
-		return http.StatusServiceUnavailable
-	default:
-		return http.StatusInternalServerError
-	}
-}
 
 // Known reports whether c is one of the code words above.
 func (c Code) Known() bool {

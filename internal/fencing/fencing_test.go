@@ -137,11 +137,6 @@ func TestCodeOf(t *testing.T) {
 	if CodeOf(errors.New("x")) != CodeInternal {
 		t.Fatal("an error without a code must be internal")
 	}
-	for _, c := range []Code{CodeFenced, CodeStaleEpoch, CodeWatermark, CodeJournal} {
-		if c.HTTPStatus() != 412 {
-			t.Errorf("%s.HTTPStatus() = %d, want 412", c, c.HTTPStatus())
-		}
-	}
 }
 
 func FuzzParseDigest(f *testing.F) {

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"strconv"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -80,7 +79,6 @@ func (s *Store) Audits(ctx context.Context) ([]AuditResult, error) {
 	return out, nil
 }
 
-func u64(n uint64) string { return strconv.FormatUint(n, 10) }
 
 // Ping is one linearizable read: it succeeds only while etcd has a leader and
 // answers.

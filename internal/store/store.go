@@ -1,7 +1,7 @@
 // Package store is the etcd side of validator fencing: the only code that
 // reads or writes the fencing keys. Every state change is one compare-and-swap
 // transaction that checks, inside the transaction, what the change depends on
-// (style rule 4: fence inside the write); nothing here reads then writes
+// (fence inside the write: docs/architecture.md); nothing here reads then writes
 // without a compare on what it read.
 //
 // # Key layout (below a configurable prefix, default /fencing/)

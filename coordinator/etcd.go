@@ -23,7 +23,7 @@ func (s *Server) etcdStatus(w http.ResponseWriter, r *http.Request) {
 
 // etcdStatusOf is the wire form of m: IDs in hex, errors as sentences.
 func etcdStatusOf(m store.EtcdMembers) api.EtcdStatus {
-	out := api.EtcdStatus{ClusterID: hexID(m.ClusterID), At: m.At, Members: make([]api.EtcdMember, 0, len(m.Members))}
+	out := api.EtcdStatus{ClusterID: hexID(m.ClusterID), Asked: m.Asked, At: m.At, Members: make([]api.EtcdMember, 0, len(m.Members))}
 	for _, mm := range m.Members {
 		am := api.EtcdMember{
 			ID: hexID(mm.ID), Name: mm.Name, PeerURLs: mm.PeerURLs, ClientURLs: mm.ClientURLs, Learner: mm.Learner,

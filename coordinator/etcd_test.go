@@ -44,7 +44,7 @@ func TestEtcdEndpoint(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Etcd() = %v", err)
 	}
-	if st.ClusterID == "" || len(st.Members) != 3 || st.At.Before(before.Add(-time.Second)) || st.At.After(time.Now().Add(time.Second)) {
+	if st.ClusterID == "" || len(st.Members) != 3 || st.Asked.Before(before.Add(-time.Second)) || st.At.Before(st.Asked) || st.At.After(time.Now().Add(time.Second)) {
 		t.Fatalf("Etcd() = %+v, want a cluster ID, 3 members and the coordinator's time", st)
 	}
 	leaders := map[string]bool{}

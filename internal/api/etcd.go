@@ -17,9 +17,12 @@ type EtcdStatus struct {
 	ClusterID string `json:"cluster_id"`
 	// Members as the member list names them, in the order etcd lists them.
 	Members []EtcdMember `json:"members"`
-	// At is the coordinator's clock when it answered (readiness compares
-	// clocks with it).
-	At time.Time `json:"at"`
+	// Asked and At are the coordinator's clock when it began asking etcd
+	// and when it had every answer: the caller bounds the clock offset to
+	// its own round trip less the time etcd took (readiness compares
+	// clocks with them).
+	Asked time.Time `json:"asked"`
+	At    time.Time `json:"at"`
 }
 
 // EtcdMember is one etcd member. The fields after ClientURLs come from the

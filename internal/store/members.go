@@ -14,8 +14,9 @@ import (
 type EtcdMembers struct {
 	ClusterID uint64
 	Members   []EtcdMember
-	// At is the store's clock when the answers were in.
-	At time.Time
+	// Asked and At are the store's clock before the first question and
+	// after the last answer: a caller bounds the clock offset with them.
+	Asked, At time.Time
 }
 
 // EtcdMember is one member of the list and what it said of itself when
@@ -46,6 +47,7 @@ type EtcdMember struct {
 // member list that cannot be read at all is an error (no_quorum, like
 // every etcd failure here).
 func (s *Store) Members(ctx context.Context) (EtcdMembers, error) {
+	asked := s.now().UTC()
 	var ml *clientv3.MemberListResponse
 	err := s.opAnyLeader(ctx, "member_list", func(ctx context.Context) error {
 		var err error
@@ -80,7 +82,7 @@ func (s *Store) Members(ctx context.Context) (EtcdMembers, error) {
 	if err := ctx.Err(); err != nil {
 		return EtcdMembers{}, fmt.Errorf("member status: %w", err)
 	}
-	out.At = s.now().UTC()
+	out.Asked, out.At = asked, s.now().UTC()
 	return out, nil
 }
 

@@ -26,7 +26,7 @@ func TestMembersOfAHealthyCluster(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Members() = %v", err)
 	}
-	if m.ClusterID == 0 || !m.At.Equal(at) || len(m.Members) != 3 {
+	if m.ClusterID == 0 || !m.At.Equal(at) || !m.Asked.Equal(at) || len(m.Members) != 3 {
 		t.Fatalf("Members() = cluster %x at %v with %d members, want a cluster ID, %v and 3 members", m.ClusterID, m.At, len(m.Members), at)
 	}
 	var leader uint64

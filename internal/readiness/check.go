@@ -142,7 +142,9 @@ func newCluster(name string, client kubernetes.Interface, now func() time.Time) 
 	if rc == nil || rc.Client == nil {
 		noREST := fmt.Errorf("context %q has no REST client", name)
 		c.probe = func(context.Context) (clockSample, error) { return clockSample{}, noREST }
-		c.meta = func(context.Context, string, string, string) (*metav1.PartialObjectMetadata, error) { return nil, noREST }
+		c.meta = func(context.Context, string, string, string) (*metav1.PartialObjectMetadata, error) {
+			return nil, noREST
+		}
 		return c
 	}
 	c.probe = func(ctx context.Context) (clockSample, error) { return probeVersion(ctx, rc, now) }

@@ -113,7 +113,7 @@ func etcdFindings(st api.EtcdStatus, domains map[string]string) []Finding {
 	case n < 3:
 		add(Critical, "size", fmt.Sprintf("%d voting member(s): a single failure takes the quorum; run 3 or 5 members over three failure domains", n))
 	case n%2 == 0:
-		add(Warn, "size", fmt.Sprintf("%d voting members: an even number tolerates no more failures than %d; run 3 or 5", n, n-1))
+		add(Warn, "size", fmt.Sprintf("%d voting members tolerate as few failures as %d do; run 3 or 5", n, n-1))
 	}
 	add(spread(voting, quorum, domains))
 	return out

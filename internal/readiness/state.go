@@ -193,6 +193,10 @@ func parseFlags(args []string) flags {
 			continue
 		}
 		k, v, hasValue := strings.Cut(name, "=")
+		if k == "" { // "--=x" names no flag
+			rest = append(rest, a)
+			continue
+		}
 		if !hasValue {
 			v = "true"
 		}

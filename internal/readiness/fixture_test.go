@@ -104,28 +104,44 @@ func newWorld(t testing.TB, region string, active bool, suffix string) *world {
 
 func ptrTo[T any](v T) *T { return &v }
 
-var testCert = sync.OnceValues(func() (string, error) {
+// testCert is a throwaway self-signed certificate and its key, base64 PEM.
+var testCert = sync.OnceValues(func() ([2]string, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return "", err
+		return [2]string{}, err
 	}
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "fencing test"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		return "", err
+		return [2]string{}, err
 	}
-	return base64.StdEncoding.EncodeToString(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), nil
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return [2]string{}, err
+	}
+	b64 := func(typ string, b []byte) string {
+		return base64.StdEncoding.EncodeToString(pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b}))
+	}
+	return [2]string{b64("CERTIFICATE", der), b64("EC PRIVATE KEY", kder)}, nil
 })
 
-// testCertificate is a base64 PEM certificate for the rendered TLS
-// Secrets' placeholders (the API server warns about data that is no PEM).
-func testCertificate(t testing.TB) string {
+// withTestCertificate fills the rendered TLS Secrets' placeholders with
+// testCert (the API server warns about data that is no PEM).
+func withTestCertificate(t testing.TB, doc string) string {
 	t.Helper()
 	c, err := testCert()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c
+	lines := strings.Split(doc, "\n")
+	for i, l := range lines {
+		v := c[0]
+		if strings.Contains(l, "tls.key:") {
+			v = c[1]
+		}
+		lines[i] = strings.ReplaceAll(l, placeholder, `"`+v+`"`)
+	}
+	return strings.Join(lines, "\n")
 }
 
 // addRendered decodes the committed helm output at path, keeping the kinds
@@ -154,7 +170,7 @@ func (w *world) addRendered(t testing.TB, path string) {
 		switch tm.Kind {
 		case "Secret":
 			// helm generates the CA and certificate at install.
-			doc = []byte(strings.ReplaceAll(string(doc), placeholder, `"`+testCertificate(t)+`"`))
+			doc = []byte(withTestCertificate(t, string(doc)))
 		case "ServiceAccount", "Service", "StatefulSet", "Deployment", "ConfigMap":
 		default:
 			continue

@@ -2,6 +2,7 @@ package coordinator_test
 
 import (
 	"context"
+	"encoding/json"
 	"sync"
 	"testing"
 	"time"
@@ -70,6 +71,8 @@ func TestEtcdEndpoint(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Etcd() with member m2 down = %v", err)
 	}
+	j, _ := json.MarshalIndent(st, "", "  ")
+	t.Logf("GET /v1/etcd with m2 down:\n%s", j)
 	for _, m := range st.Members {
 		if down := m.Name == "m2"; down != (m.Error != "") {
 			t.Errorf("with m2 down, member %s says error %q", m.Name, m.Error)

@@ -266,6 +266,14 @@ func TestFakeFindings(t *testing.T) {
 			{Critical, CheckSecrets, "region-b", "ConfigMap validators/fencing-coordinator-ca"},
 			{Critical, CheckSecrets, "region-b", "ConfigMap validators/besu-genesis"},
 		}},
+		{"operator token Secret missing", func(a, b *world) {
+			spec := &b.deps[0].Spec.Template.Spec
+			spec.Volumes = append(spec.Volumes, corev1.Volume{Name: "operator-token", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "fencing-operator-token"}}})
+		}, []want{{Critical, CheckSecrets, "region-b", "Secret fencing/fencing-operator-token"}}},
+		{"optional Secret missing", func(a, b *world) {
+			spec := &b.deps[0].Spec.Template.Spec
+			spec.Volumes = append(spec.Volumes, corev1.Volume{Name: "extra", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "extra", Optional: ptrTo(true)}}})
+		}, nil},
 		{"no coordinator Ready", func(a, b *world) {
 			for _, p := range b.pods[1:] {
 				p.Status.Conditions = nil

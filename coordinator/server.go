@@ -152,6 +152,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/events", s.operator("list", "events", s.events))
 	mux.HandleFunc("GET /v1/journal", s.operator("list", "events", s.journalList))
 	mux.HandleFunc("POST /v1/audits", s.operator("create", "audits", handle(s, "audit", http.StatusNoContent, s.audit)))
+	mux.HandleFunc("GET /v1/etcd", s.operator("get", "etcd", s.etcdStatus))
 	// sidecar API
 	mux.HandleFunc("POST /v1/leases", handle(s, "acquire", http.StatusOK, s.acquire))
 	mux.HandleFunc("POST /v1/leases/renew", handle(s, "renew", http.StatusOK, s.renew))

@@ -347,8 +347,8 @@ func TestLeastPrivilegeRBAC(t *testing.T) {
 	for _, tt := range []struct{ kind, name, want string }{
 		{"ClusterRole", "fencing-fencing-reviews", `[{"apiGroups":["authentication.k8s.io"],"resources":["tokenreviews"],"verbs":["create"]},{"apiGroups":["authorization.k8s.io"],"resources":["subjectaccessreviews"],"verbs":["create"]}]`},
 		{"Role", "fencing-events", `[{"apiGroups":["events.k8s.io"],"resources":["events"],"verbs":["create"]}]`},
-		{"ClusterRole", "fencing-operator", `[{` + group + `,"resources":["validators"],"verbs":["get","list","create","delete","freeze","unfreeze","bump","abandon"]},{` + group + `,"resources":["audits"],"verbs":["create"]},{` + group + `,"resources":["events"],"verbs":["list"]}]`},
-		{"ClusterRole", "fencing-viewer", `[{` + group + `,"resources":["validators"],"verbs":["get","list"]},{` + group + `,"resources":["events"],"verbs":["list"]}]`},
+		{"ClusterRole", "fencing-operator", `[{` + group + `,"resources":["validators"],"verbs":["get","list","create","delete","freeze","unfreeze","bump","abandon"]},{` + group + `,"resources":["audits"],"verbs":["create"]},{` + group + `,"resources":["events"],"verbs":["list"]},{` + group + `,"resources":["holders"],"verbs":["list","create"]},{` + group + `,"resources":["etcd"],"verbs":["get"]}]`},
+		{"ClusterRole", "fencing-viewer", `[{` + group + `,"resources":["validators"],"verbs":["get","list"]},{` + group + `,"resources":["events"],"verbs":["list"]},{` + group + `,"resources":["holders"],"verbs":["list"]},{` + group + `,"resources":["etcd"],"verbs":["get"]}]`},
 	} {
 		if got := rules(tt.kind, tt.name); got != tt.want {
 			t.Errorf("%s %s rules =\n%s\nwant\n%s", tt.kind, tt.name, got, tt.want)

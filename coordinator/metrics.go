@@ -96,7 +96,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(upDesc, prometheus.GaugeValue, 1)
 	dups := map[string]int{"journal": 0, "chain": 0}
 	for _, a := range audits {
-		dups[a.Kind] = a.Duplicates
+		if _, ok := dups[a.Kind]; ok { // readiness results are evidence, not duplicates
+			dups[a.Kind] = a.Duplicates
+		}
 	}
 	for kind, n := range dups {
 		ch <- prometheus.MustNewConstMetric(auditDesc, prometheus.GaugeValue, float64(n), kind)

@@ -318,4 +318,3 @@ func StatusOf(c fencing.Code) int {
 		return http.StatusInternalServerError
 	}
 }
-

@@ -65,8 +65,8 @@ func (w *workload) name() string { return w.set.Name }
 // a valid ID.
 func (w *workload) validator() string {
 	v := w.args.get("validator")
-	if c, err := fencing.CanonicalValidatorID(v); err == nil {
-		return c
+	if c, err := fencing.ParseValidatorID(v); err == nil {
+		return string(c)
 	}
 	return v
 }

@@ -330,4 +330,3 @@ func drainSummary(d map[string]fencing.Drained) string {
 	sort.Strings(parts)
 	return strings.Join(parts, "; ")
 }
-

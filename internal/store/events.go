@@ -79,7 +79,6 @@ func (s *Store) Audits(ctx context.Context) ([]AuditResult, error) {
 	return out, nil
 }
 
-
 // Ping is one linearizable read: it succeeds only while etcd has a leader and
 // answers.
 func (s *Store) Ping(ctx context.Context) error {

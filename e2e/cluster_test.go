@@ -547,7 +547,14 @@ func (c *cluster) settle() {
 	for _, v := range c.vals {
 		h := c.holder(v)
 		if _, err := c.rec.WaitFor(ctx, mark, func(r drill.Record) bool { return r.Validator == v.id && r.Region == h && r.Outcome == drill.Signed }); err != nil {
-			c.t.Errorf("after the faults ended, %s's holder %s did not sign within 60s", v.id, h)
+			answers := map[string]int{}
+			for _, r := range c.rec.Records()[mark:] {
+				if r.Validator == v.id {
+					answers[r.Region+" "+string(r.Outcome)+" "+string(r.Code)]++
+				}
+			}
+			c.t.Errorf("after the faults ended, %s's holder %s did not sign within 60s; answers since: %v; %s log tail:%s",
+				v.id, h, answers, c.sidecar(v, h).name, c.sidecar(v, h).logTail(25))
 		}
 	}
 }

@@ -89,9 +89,9 @@ func (l *LocalJournal) Check(hrs fencing.HRS, digest fencing.Digest, floor *fenc
 			// recorded here too (again = false).
 			return false, nil
 		case c == 0:
-			return false, &fencing.WatermarkError{Signed: floor.HRS, Requested: hrs, SameHRS: true}
+			return false, &fencing.WatermarkError{Signed: floor.HRS, Requested: hrs, SameHRS: true, Epoch: floor.Epoch, Sidecar: floor.Sidecar}
 		case c < 0:
-			return false, &fencing.WatermarkError{Signed: floor.HRS, Requested: hrs}
+			return false, &fencing.WatermarkError{Signed: floor.HRS, Requested: hrs, Epoch: floor.Epoch, Sidecar: floor.Sidecar}
 		}
 	}
 	return false, nil

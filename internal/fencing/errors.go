@@ -106,13 +106,20 @@ type WatermarkError struct {
 	Requested HRS
 	// SameHRS is true when Requested equals Signed but the digest differs.
 	SameHRS bool
+	// Epoch and Sidecar say who signed Signed, when known.
+	Epoch   uint64
+	Sidecar string
 }
 
 func (e *WatermarkError) Error() string {
-	if e.SameHRS {
-		return fmt.Sprintf("watermark: %s was already signed with a different digest", e.Requested)
+	by := ""
+	if e.Sidecar != "" {
+		by = fmt.Sprintf(" (by %s under epoch %d)", e.Sidecar, e.Epoch)
 	}
-	return fmt.Sprintf("watermark: %s is not above the signed watermark %s", e.Requested, e.Signed)
+	if e.SameHRS {
+		return fmt.Sprintf("watermark: %s was already signed with a different digest%s; if that signature never reached the chain (its signer died before publishing it), the height stays blocked until an operator abandons it: docs/runbook.md, stuck height", e.Requested, by)
+	}
+	return fmt.Sprintf("watermark: %s is not above the signed watermark %s%s", e.Requested, e.Signed, by)
 }
 
 // Is makes errors.Is(err, ErrWatermark) true.

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/validator-fencing/fencing/internal/etcdtest"
@@ -50,6 +51,9 @@ func TestAbandonStuckHeight(t *testing.T) {
 	}
 	_, err = s.Journal(ctx, fencing.JournalRequest{Lease: gb.Lease, HRS: block(8), Digest: fencing.Digest{0xbb}})
 	wantCode(t, "region-b at the stuck height", err, fencing.CodeWatermark)
+	if !strings.Contains(err.Error(), "by a-0 under epoch 1") || !strings.Contains(err.Error(), "abandons it") {
+		t.Fatalf("the stuck height's refusal = %q; want it to name who signed and the way out", err)
+	}
 	wantCode(t, "Abandon while region-b is active", abandon(), fencing.CodeConflict)
 
 	// freeze, abandon, unfreeze

@@ -89,7 +89,7 @@ func (s *Store) whyNotJournaled(r fencing.JournalRequest, rs []*etcdserverpb.Res
 		if prev.Digest == r.Digest {
 			return prev, nil
 		}
-		return fencing.JournalEntry{}, &fencing.WatermarkError{Signed: prev.HRS, Requested: r.HRS, SameHRS: true}
+		return fencing.JournalEntry{}, &fencing.WatermarkError{Signed: prev.HRS, Requested: r.HRS, SameHRS: true, Epoch: prev.Epoch, Sidecar: prev.Sidecar}
 	}
 	var wm fencing.Watermark
 	if kvs := rs[3].GetResponseRange().Kvs; len(kvs) > 0 {
@@ -97,7 +97,7 @@ func (s *Store) whyNotJournaled(r fencing.JournalRequest, rs []*etcdserverpb.Res
 			return fencing.JournalEntry{}, err
 		}
 	}
-	return fencing.JournalEntry{}, &fencing.WatermarkError{Signed: wm.HRS, Requested: r.HRS}
+	return fencing.JournalEntry{}, &fencing.WatermarkError{Signed: wm.HRS, Requested: r.HRS, Epoch: wm.Epoch, Sidecar: wm.Sidecar}
 }
 
 // JournalEntries lists the journal of id (all of it when id is empty), in

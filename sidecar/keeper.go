@@ -247,13 +247,13 @@ func (k *LeaseKeeper) hold(ctx context.Context, l fencing.Lease) int64 {
 		case <-t.C:
 		}
 		sent := k.now()
-		// A renewal answered after the deadline is of no use; lease mode's
-		// window also counts this timeout.
-		until := sent.Add(k.renew)
-		if d := k.currentDeadline(); d.Before(until) {
-			until = d
-		}
-		rctx, cancel := context.WithDeadline(ctx, until)
+		// A renewal gets one renew interval (lease mode's window counts this
+		// timeout). It is asked even after the local deadline passed (a
+		// pause, a slow coordinator): it then either finds the key gone
+		// (K3, acquire anew) or renews it, with a deadline counted from
+		// now; never with a context that has already expired, which would
+		// leave the keeper retrying without asking.
+		rctx, cancel := context.WithTimeout(ctx, k.renew)
 		nl, err := k.coord.Renew(rctx, l, k.reported())
 		cancel()
 		k.noteAnswer(err)
@@ -280,12 +280,6 @@ func (k *LeaseKeeper) hold(ctx context.Context, l fencing.Lease) int64 {
 			t.Reset(min(time.Second, k.renew))
 		}
 	}
-}
-
-func (k *LeaseKeeper) currentDeadline() time.Time {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return k.deadline
 }
 
 // watch long-polls l's epoch and returns when its record changed.

@@ -173,3 +173,43 @@ func TestValidatorAddressMustMatchItsKey(t *testing.T) {
 		t.Fatalf("NewSigner for a named validator = %v", err)
 	}
 }
+
+// A keeper whose local deadline passed while the coordinator was
+// unreachable (a partition, a pause) holds a lease again once the
+// coordinator answers. Before, every renewal after the deadline was made
+// with an already expired context and failed without being sent: the
+// sidecar never signed again (found by the chaos suite: "holder region-a did
+// not sign within 60s").
+func TestKeeperRecoversAfterItsDeadlinePassed(t *testing.T) {
+	for _, mode := range []Mode{ModeStrict, ModeLease} {
+		t.Run(string(mode), func(t *testing.T) {
+			c := fencetest.Start(t, fencetest.Options{})
+			key, addr := testKey(t)
+			c.AddValidator(t, addr, "region-a")
+			link := &cutCoordinator{Coordinator: c.Client}
+			s, err := NewSigner(Config{Holder: "region-a", Name: "a-0", Keys: []string{key}, StateDir: t.TempDir(), Mode: string(mode),
+				LeaseTTL: 3 * time.Second, RenewInterval: time.Second, SafetyMargin: time.Second}, link, prometheus.NewRegistry(), hclog.NewNullLogger())
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { s.Run(ctx); close(done) }()
+			defer func() { cancel(); <-done }()
+			waitHeld(t, s)
+			link.cut.Store(true)
+			k := s.Validators()[0].Keeper
+			for {
+				if _, _, left := k.Status(); left == 0 {
+					break // the deadline passed
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			link.cut.Store(false)
+			waitHeld(t, s)
+			if _, err := s.SignHRS(ctx, fencing.ValidatorID(addr), fencing.HRS{Height: 1, Step: fencing.StepCommit}, fencing.Digest{1}); err != nil {
+				t.Fatalf("sign after the coordinator came back = %v", err)
+			}
+		})
+	}
+}

@@ -14,9 +14,9 @@ import (
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
 
+	"github.com/validator-fencing/fencing/internal/api"
 	"github.com/validator-fencing/fencing/internal/audit"
 	"github.com/validator-fencing/fencing/internal/consensus"
-	"github.com/validator-fencing/fencing/internal/api"
 	"github.com/validator-fencing/fencing/internal/fencing"
 )
 

@@ -1,6 +1,7 @@
 package fencing
 
 import (
+	"cmp"
 	"encoding/hex"
 	"fmt"
 	"strings"
@@ -60,22 +61,12 @@ func (h HRS) String() string { return fmt.Sprintf("%d/%d/%s", h.Height, h.Round,
 func (h HRS) Compare(o HRS) int {
 	switch {
 	case h.Height != o.Height:
-		return cmp(h.Height, o.Height)
+		return cmp.Compare(h.Height, o.Height)
 	case h.Round != o.Round:
-		return cmp(h.Round, o.Round)
+		return cmp.Compare(h.Round, o.Round)
 	default:
-		return cmp(uint64(h.Step.Rank()), uint64(o.Step.Rank()))
+		return cmp.Compare(h.Step.Rank(), o.Step.Rank())
 	}
-}
-
-func cmp(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Validate reports a bad step.

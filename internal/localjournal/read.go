@@ -2,6 +2,7 @@ package localjournal
 
 import (
 	"bufio"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -96,18 +97,8 @@ func list(dir string) (listing, error) {
 			ls.segments = append(ls.segments, segmentFile{path: path, first: first})
 		}
 	}
-	slices.SortFunc(ls.segments, func(a, b segmentFile) int { return cmpUint(a.first, b.first) })
+	slices.SortFunc(ls.segments, func(a, b segmentFile) int { return cmp.Compare(a.first, b.first) })
 	return ls, nil
-}
-
-func cmpUint(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // oldFormatError explains a file of the format before segments.

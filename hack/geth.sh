@@ -27,40 +27,22 @@ if [[ -n "${FENCE_GETH:-}" && -x "${FENCE_GETH}" ]]; then
 	exit 0
 fi
 
-cache=${FENCE_GETH_CACHE:-"$(go env GOCACHE)/../fencing-geth"}
-mkdir -p "${cache}/${version}"
-cache=$(cd "${cache}" && pwd)
-bin="${cache}/${version}"
-out="${bin}/geth"
+# shellcheck source=hack/cache.sh
+source "$(dirname "${BASH_SOURCE[0]}")/cache.sh"
 
-if [[ -x "${out}" ]]; then
-	echo "${out}"
-	exit 0
-fi
-
-exec 9>"${bin}/.lock"
-if ! flock -n 9; then
-	echo "geth.sh: another build of geth ${version} is running; waiting for it" >&2
-	flock 9
-fi
-if [[ -x "${out}" ]]; then
-	echo "${out}"
-	exit 0
-fi
-
-echo "geth.sh: building geth ${version} into ${out} (about 5 minutes on 2 cores)" >&2
-start=$(date +%s)
-# go install writes GOBIN/geth directly; build into a scratch GOBIN and move the
-# binary so that an interrupted build never leaves a half-written ${out}.
-tmp="${bin}/.tmp"
-rm -rf "${tmp}"
-mkdir -p "${tmp}"
+# build_geth installs geth into a scratch GOBIN and moves it to $1.
 # -mod=mod: geth v1.13.15's go.sum misses entries that a newer go command
 # wants. -checklinkname=0: its dependencies use go:linkname into the standard
 # library, which the linker refuses since Go 1.23 without this flag.
-GOBIN="${tmp}" GOFLAGS=-mod=mod go install -trimpath -ldflags=-checklinkname=0 \
-	"github.com/ethereum/go-ethereum/cmd/geth@${version}" >&2
-mv "${tmp}/geth" "${out}"
-rm -rf "${tmp}"
-echo "geth.sh: built in $(($(date +%s) - start))s" >&2
-echo "${out}"
+build_geth() {
+	echo "geth.sh: building geth ${version} (about 5 minutes on 2 cores)"
+	local tmp="$1.gobin"
+	rm -rf "${tmp}"
+	mkdir -p "${tmp}"
+	GOBIN="${tmp}" GOFLAGS=-mod=mod go install -trimpath -ldflags=-checklinkname=0 \
+		"github.com/ethereum/go-ethereum/cmd/geth@${version}"
+	mv "${tmp}/geth" "$1"
+	rm -rf "${tmp}"
+}
+
+cached_build geth.sh "${version}" "${FENCE_GETH_CACHE:-"$(go env GOCACHE)/../fencing-geth"}" geth build_geth

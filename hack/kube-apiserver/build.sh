@@ -23,25 +23,8 @@ if [[ -n "${FENCE_KUBE_APISERVER:-}" && -x "${FENCE_KUBE_APISERVER}" ]]; then
 	exit 0
 fi
 
-cache=${FENCE_KUBE_CACHE:-"$(go env GOCACHE)/../fencing-kube-apiserver"}
-mkdir -p "${cache}/${version}"
-cache=$(cd "${cache}" && pwd)
-out="${cache}/${version}/kube-apiserver"
-
-if [[ -x "${out}" ]]; then
-	echo "${out}"
-	exit 0
-fi
-
-exec 9>"${cache}/${version}/.lock"
-if ! flock -n 9; then
-	echo "build.sh: another build of kube-apiserver ${version} is running; waiting for it" >&2
-	flock 9
-fi
-if [[ -x "${out}" ]]; then
-	echo "${out}"
-	exit 0
-fi
+# shellcheck source=hack/cache.sh
+source "${here}/../cache.sh"
 
 major=${version#v}
 major=${major%%.*}
@@ -53,13 +36,10 @@ for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
 	ldflags+=" -X ${p}.gitTreeState=clean -X ${p}.buildDate=1970-01-01T00:00:00Z"
 done
 
-echo "build.sh: building kube-apiserver ${version} into ${out} (7 to 40 minutes on 2 cores)" >&2
-start=$(date +%s)
-(
-	cd "${here}"
-	CGO_ENABLED=0 go build -mod=readonly -trimpath -ldflags "${ldflags}" \
-		-o "${out}.tmp" k8s.io/kubernetes/cmd/kube-apiserver
-)
-mv "${out}.tmp" "${out}"
-echo "build.sh: built in $(($(date +%s) - start))s" >&2
-echo "${out}"
+build_apiserver() {
+	echo "build.sh: building kube-apiserver ${version} (7 to 40 minutes on 2 cores)"
+	(cd "${here}" && CGO_ENABLED=0 go build -mod=readonly -trimpath -ldflags "${ldflags}" \
+		-o "$1" k8s.io/kubernetes/cmd/kube-apiserver)
+}
+
+cached_build build.sh "${version}" "${FENCE_KUBE_CACHE:-"$(go env GOCACHE)/../fencing-kube-apiserver"}" kube-apiserver build_apiserver

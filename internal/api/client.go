@@ -438,7 +438,12 @@ func (c *Client) BumpProgress(ctx context.Context, id fencing.ValidatorID, bumpI
 }
 
 // stream GETs base+path and decodes its NDJSON body line by line into fn.
+// The answer's headers must arrive within the client's Timeout (an
+// unanswering replica is left for the next); the body then streams for as
+// long as ctx lasts.
 func (c *Client) stream(ctx context.Context, base, path string, fn func(BumpProgress) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
 	if err != nil {
 		return fencing.Errorf(fencing.CodeBadRequest, "build request: %v", err)
@@ -450,7 +455,14 @@ func (c *Client) stream(ctx context.Context, base, path string, fn func(BumpProg
 		}
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
+	headers := time.AfterFunc(c.opts.Timeout, cancel)
 	resp, err := c.hc.Do(req)
+	if !headers.Stop() {
+		if err == nil {
+			resp.Body.Close()
+		}
+		return fencing.Errorf(fencing.CodeUnavailable, "coordinator %s did not answer within %s", base, c.opts.Timeout)
+	}
 	if err != nil {
 		return fencing.Errorf(fencing.CodeUnavailable, "coordinator %s unreachable: %v", base, err)
 	}

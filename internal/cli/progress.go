@@ -127,25 +127,30 @@ func (v *progressView) lockedClear() {
 }
 
 // lockedCountdown says which leases are still live and how long etcd gives
-// each, counted down from when the coordinator said so.
+// each, counted down from when the coordinator said so. It stays short
+// enough for one terminal line: past two leases it names the last to
+// expire.
 func (v *progressView) lockedCountdown(now time.Time) string {
-	ids := make([]fencing.ValidatorID, 0, len(v.drains))
-	for id := range v.drains {
-		ids = append(ids, id)
+	type live struct {
+		name string
+		left time.Duration
 	}
-	slices.Sort(ids)
-	var parts []string
-	n := 0
-	for _, id := range ids {
-		d := v.drains[id]
+	var all []live
+	for id, d := range v.drains {
 		for _, l := range d.leases {
-			left := max(l.ExpiresIn.Duration-now.Sub(d.at), 0)
-			parts = append(parts, fmt.Sprintf("%s %s@%s %.1fs", id, l.Sidecar, l.Holder, left.Seconds()))
-			n++
+			all = append(all, live{fmt.Sprintf("%s %s@%s", id, l.Sidecar, l.Holder), max(l.ExpiresIn.Duration-now.Sub(d.at), 0)})
 		}
 	}
-	return fmt.Sprintf("waiting for %s to end (released at once by a sidecar that sees the revoke, else expired by etcd in): %s",
-		plural(n, "lease", "leases"), strings.Join(parts, "; "))
+	slices.SortFunc(all, func(a, b live) int { return strings.Compare(a.name, b.name) })
+	if len(all) > 2 {
+		last := slices.MaxFunc(all, func(a, b live) int { return int(a.left - b.left) })
+		return fmt.Sprintf("waiting for %d leases of %s to end: the last, %s, expires in %.1fs", len(all), plural(len(v.drains), "validator", "validators"), last.name, last.left.Seconds())
+	}
+	parts := make([]string, len(all))
+	for i, l := range all {
+		parts[i] = fmt.Sprintf("%s expires in %.1fs", l.name, l.left.Seconds())
+	}
+	return fmt.Sprintf("waiting for %s to end: %s", plural(len(all), "lease", "leases"), strings.Join(parts, "; "))
 }
 
 // tracker prints one validator's bump.

@@ -17,11 +17,11 @@ func TestCountdown(t *testing.T) {
 	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 	v := newProgressView(&bytes.Buffer{}, false)
 	defer v.close()
-	v.drains["val-1"] = drain{leases: []api.LiveLease{lease("a-0", 10 * time.Second)}, at: now.Add(-4 * time.Second)}
+	v.drains["val-1"] = drain{leases: []api.LiveLease{lease("a-0", 10*time.Second)}, at: now.Add(-4 * time.Second)}
 	if got, want := v.lockedCountdown(now), "waiting for 1 lease to end: val-1 a-0@region-a expires in 6.0s"; got != want {
 		t.Errorf("countdown = %q, want %q", got, want)
 	}
-	v.drains["val-2"] = drain{leases: []api.LiveLease{lease("a-1", 3 * time.Second), lease("a-2", 20 * time.Second)}, at: now}
+	v.drains["val-2"] = drain{leases: []api.LiveLease{lease("a-1", 3*time.Second), lease("a-2", 20*time.Second)}, at: now}
 	if got, want := v.lockedCountdown(now.Add(5*time.Second)), "waiting for 3 leases of 2 validators to end: the last, val-2 a-2@region-a, expires in 15.0s"; got != want {
 		t.Errorf("countdown = %q, want %q", got, want)
 	}

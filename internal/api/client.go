@@ -244,6 +244,24 @@ func (c *Client) Freeze(ctx context.Context, id fencing.ValidatorID, r FreezeReq
 	return out.Epoch, err
 }
 
+// Abandon records that the signature at r's HRS never reached the chain
+// (only while id is fenced); it returns the watermark, marked abandoned.
+func (c *Client) Abandon(ctx context.Context, id fencing.ValidatorID, r AbandonRequest) (fencing.Watermark, error) {
+	var out fencing.Watermark
+	_, err := c.do(ctx, http.MethodPost, "/v1/validators/"+url.PathEscape(string(id))+"/abandon", r, &out)
+	return out, err
+}
+
+// Unfreeze grants a frozen id's next epoch back to its holder and waits up
+// to r.Wait for the grant (r.To empty).
+func (c *Client) Unfreeze(ctx context.Context, id fencing.ValidatorID, r BumpRequest) (fencing.BumpResult, error) {
+	var out fencing.BumpResult
+	ctx, cancel := context.WithTimeout(ctx, r.Wait.Duration+c.opts.Timeout)
+	defer cancel()
+	_, err := c.doWait(ctx, r.Wait.Duration, http.MethodPost, "/v1/validators/"+url.PathEscape(string(id))+"/unfreeze", r, &out)
+	return out, err
+}
+
 // Bump moves id to r.To and waits up to r.Wait for the grant. A bump still
 // draining when the wait ends returns its progress with an in_progress error.
 func (c *Client) Bump(ctx context.Context, id fencing.ValidatorID, r BumpRequest) (fencing.BumpResult, error) {
@@ -391,23 +409,6 @@ func (c *Client) PlanBump(ctx context.Context, id fencing.ValidatorID, r BumpReq
 	r.DryRun = true
 	var out BumpPlan
 	_, err := c.do(ctx, http.MethodPost, "/v1/validators/"+url.PathEscape(string(id))+"/bump", r, &out)
-	return out, err
-}
-
-// Unfreeze grants a frozen validator's next epoch back to the holder it had
-// (r.To empty) and waits like Bump.
-func (c *Client) Unfreeze(ctx context.Context, id fencing.ValidatorID, r BumpRequest) (fencing.BumpResult, error) {
-	var out fencing.BumpResult
-	ctx, cancel := context.WithTimeout(ctx, r.Wait.Duration+c.opts.Timeout)
-	defer cancel()
-	_, err := c.doWait(ctx, r.Wait.Duration, http.MethodPost, "/v1/validators/"+url.PathEscape(string(id))+"/unfreeze", r, &out)
-	return out, err
-}
-
-// Abandon declares that the signature at r's HRS never reached the chain.
-func (c *Client) Abandon(ctx context.Context, id fencing.ValidatorID, r AbandonRequest) (fencing.Watermark, error) {
-	var out fencing.Watermark
-	_, err := c.do(ctx, http.MethodPost, "/v1/validators/"+url.PathEscape(string(id))+"/abandon", r, &out)
 	return out, err
 }
 

@@ -177,7 +177,12 @@ func (a *app) command() *cobra.Command {
 			_ = cmd.Help()
 			return usageError("name a command (listed above)")
 		},
-		PersistentPreRunE: func(cmd *cobra.Command, args []string) error { return a.resolveGlobals(cmd) },
+		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			if a.Getenv("FENCE_OPERATOR") != "" && a.Getenv("FENCE_COMMENT") == "" {
+				fmt.Fprintln(a.Stderr, "fencectl: FENCE_OPERATOR is no longer read (who acts is the authenticated principal); set FENCE_COMMENT for free text")
+			}
+			return a.resolveGlobals(cmd)
+		},
 	}
 	root.SetVersionTemplate(version.Line("fencectl") + "\n")
 	root.SetIn(a.Stdin)

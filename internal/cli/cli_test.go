@@ -555,6 +555,9 @@ func TestGlobalFlags(t *testing.T) {
 			t.Errorf("%s: fencectl %s = exit %d, json %t (want %t)\n%s\n%s", tc.name, strings.Join(tc.args, " "), code, isJSON(out), tc.json, out, errOut)
 		}
 	}
+	if _, _, errOut := fencectl(t, c.URL, runOpts{env: map[string]string{"FENCE_OPERATOR": "bob"}}, "status"); !strings.Contains(errOut, "FENCE_OPERATOR is no longer read") {
+		t.Errorf("FENCE_OPERATOR set: stderr %q, want a note that it is gone", errOut)
+	}
 	for _, tc := range []struct {
 		env  map[string]string
 		args []string

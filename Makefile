@@ -10,7 +10,7 @@ export GOTOOLCHAIN := go1.27.3
 .PHONY: build test test-short tools demo lint bench clean chart-examples vulncheck image
 
 build:
-	$(GO) build -o $(BIN)/ ./coordinator/cmd/... ./sidecar/cmd/...
+	$(GO) build -o $(BIN)/ ./coordinator/cmd/... ./sidecar/cmd/... ./internal/drill/cmd/fence-drill
 
 # Unit, integration (real embedded etcd) and end-to-end tests (built binaries
 # as separate processes), and the chart and client-go tests on a real
@@ -44,7 +44,8 @@ image:
 test-short:
 	$(GO) test -short -timeout 10m ./...
 
-# A local failover drill on embedded etcd.
+# A local failover drill on embedded etcd (bin/fence-drill, twice: cooperative,
+# then partitioned).
 demo:
 	bash hack/demo.sh
 

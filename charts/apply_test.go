@@ -330,7 +330,7 @@ func TestAppliesToAPIServer(t *testing.T) {
 		c.AddValidator(t, "val-1", "region-a")
 		kc := s.Kubeconfig(t, "", "region-a", "region-b")
 		var out, errOut bytes.Buffer
-		code := cli.Main(ctx, []string{"bump", "val-1", "--to", "region-b", "--force", "--operator", "alice", "--reason", "drill",
+		code := cli.Main(ctx, []string{"bump", "val-1", "--to", "region-b", "--force", "--comment", "alice", "--reason", "drill",
 			"--scale", "--kubeconfig", kc, "--from-context", "region-a", "--to-context", "region-b",
 			"--namespace", "validators", "--statefulset", "besu-validator-1", "--to-namespace", "validators-b"},
 			&out, &errOut, func(k string) string {

@@ -10,14 +10,18 @@ import (
 	"testing"
 	"unicode"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/validator-fencing/fencing/internal/cli"
 )
 
 // docs/runbook.md is where every alert's runbook_url lands and what
 // operators copy commands from during an incident. TestRunbookAnchors checks
 // the alerts' links against the rendered chart, TestRunbookLinks the
 // runbook's own links, and TestRunbookCommands its fencectl command lines
-// against fencectl's command tree.
+// against fencectl's command tree (read from internal/cli's cobra commands).
 
 // repoBlobURL is how the chart's default runbookBaseURL addresses a file of
 // this repository (charts/fencing/values.yaml); the rest of the URL, before
@@ -265,36 +269,74 @@ func TestGitHubAnchors(t *testing.T) {
 	}
 }
 
-// fencectlCommands is fencectl's command tree: each subcommand with the
-// flags it takes besides the global ones, and whether each flag takes a
-// value. It is the operator interface of the cobra rewrite of internal/cli
-// that docs/runbook.md is written against (the audit commands' flags are
-// those docs/audit.md lists); keep it in step with `fencectl --help` and each
-// command's --help when a command or flag changes.
-var fencectlCommands = map[string]map[string]bool{
-	"status":           {"--watch": false, "--check-holder": true},
-	"validator add":    {"--holder": true, "--reason": true},
-	"validator remove": {"--reason": true},
-	"holder add":       {"--reason": true},
-	"holder list":      {},
-	"freeze":           {"--holder": true, "--reason": true},
-	"unfreeze":         {"--reason": true},
-	"bump": {"--from": true, "--to": true, "--reason": true, "--dry-run": false, "--force": false, "--yes": false,
-		"--timeout": true, "--first-signature-wait": true, "--follow": true},
-	"abandon":       {"--height": true, "--round": true, "--step": true, "--reason": true},
-	"history":       {"--follow": false, "--limit": true},
-	"evidence":      {"--since": true},
-	"audit journal": {"--state-dir": true},
-	"audit chain": {"--rpc": true, "--from": true, "--to": true, "--consensus": true, "--checkpoint": true,
-		"--concurrency": true, "--batch": true, "--timeout": true, "--retries": true},
-	"readiness":       {"--context": true, "--namespace": true},
-	"completion bash": {},
+// fencectlCommands is fencectl's command tree as cobra builds it
+// (internal/cli): each command that runs (a leaf: "audit chain", not
+// "audit") with the flags it takes besides the global ones, and whether
+// each flag takes a value. fencectlGlobalFlags are the flags accepted before
+// or after any command.
+var fencectlCommands, fencectlGlobalFlags = fencectlTree()
+
+func fencectlTree() (map[string]map[string]bool, map[string]bool) {
+	root := cli.NewCommand(cli.Env{})
+	flags := func(fs *pflag.FlagSet) map[string]bool {
+		m := map[string]bool{}
+		fs.VisitAll(func(f *pflag.Flag) {
+			takesValue := f.NoOptDefVal == "" // a bool flag has one: "true"
+			m["--"+f.Name] = takesValue
+			if f.Shorthand != "" {
+				m["-"+f.Shorthand] = takesValue
+			}
+		})
+		return m
+	}
+	globals := flags(root.PersistentFlags())
+	for _, f := range []string{"--version", "-v", "--help", "-h"} {
+		globals[f] = false
+	}
+	cmds := map[string]map[string]bool{}
+	var walk func(c *cobra.Command, path string)
+	walk = func(c *cobra.Command, path string) {
+		if c.Hidden || c.Name() == "help" {
+			return
+		}
+		if path != "" && !c.HasSubCommands() {
+			local := flags(c.LocalFlags())
+			delete(local, "--help")
+			delete(local, "-h")
+			cmds[path] = local
+		}
+		for _, sub := range c.Commands() {
+			walk(sub, strings.TrimSpace(path+" "+sub.Name()))
+		}
+	}
+	walk(root, "")
+	return cmds, globals
 }
 
-// fencectlGlobalFlags are accepted before or after any subcommand.
-var fencectlGlobalFlags = map[string]bool{
-	"--coordinator": true, "-o": true, "--output": true, "--token-file": true, "--ca-file": true,
-	"--client-cert": true, "--client-key": true, "--comment": true, "--version": false, "--help": false, "-h": false,
+func TestFencectlTree(t *testing.T) {
+	for cmd, flags := range map[string][]string{
+		"status":    {"--watch", "--check-holder"},
+		"bump":      {"--from", "--to", "--reason", "--dry-run", "--force", "--yes", "--timeout", "--first-signature-wait", "--follow"},
+		"abandon":   {"--height", "--round", "--step", "--reason"},
+		"readiness": {"--context", "--namespace", "--kubeconfig"},
+	} {
+		for _, f := range flags {
+			if _, ok := fencectlCommands[cmd][f]; !ok {
+				t.Errorf("fencectl %s has no flag %s (tree: %v)", cmd, f, fencectlCommands[cmd])
+			}
+		}
+	}
+	if fencectlCommands["bump"]["--dry-run"] || !fencectlCommands["bump"]["--to"] || !fencectlGlobalFlags["-o"] || fencectlGlobalFlags["--version"] {
+		t.Errorf("flags that take a value: bump %v, globals %v", fencectlCommands["bump"], fencectlGlobalFlags)
+	}
+	for _, c := range []string{"validator add", "validator remove", "holder add", "holder list", "freeze", "unfreeze", "history", "evidence", "audit journal", "audit chain", "completion bash"} {
+		if _, ok := fencectlCommands[c]; !ok {
+			t.Errorf("fencectl has no command %q (commands: %s)", c, commandList())
+		}
+	}
+	if _, ok := fencectlCommands["audit"]; ok {
+		t.Errorf("a command group (audit) is listed as a command")
+	}
 }
 
 // Every fencectl command line in a code block of the runbook names a

@@ -401,7 +401,7 @@ func (c *cluster) bump(from, to string, onRevoke func()) bumpResult {
 		// A person re-runs the bump when fencectl says the coordinator was
 		// lost: validators already moved or with a bump under way are
 		// skipped by --from.
-		code, out, errOut := c.fencectl(ctx, "--output", "json", "bump", "--from", from, "--to", to, "--operator", "e2e", "--reason", fmt.Sprintf("e2e failover %s -> %s", from, to), "--timeout", "20s")
+		code, out, errOut := c.fencectl(ctx, "--output", "json", "bump", "--from", from, "--to", to, "--comment", "e2e", "--yes", "--reason", fmt.Sprintf("e2e failover %s -> %s", from, to), "--timeout", "20s")
 		if attempt == 0 {
 			close(done)
 			res.Code = code

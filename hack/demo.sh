@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make demo: the failover drill (fencectl drill) on an embedded etcd, in one
+# make demo: the failover drill (fence-drill) on an embedded etcd, in one
 # process: active sidecars in region-a, standby sidecars in region-b, a
 # signing workload, a bump, the journal audit and the evidence report. First
 # the cooperative handover, then the one where region-a is partitioned away
@@ -7,8 +7,7 @@
 set -euo pipefail
 export GOTOOLCHAIN=go1.27.3
 cd "$(dirname "$0")/.."
-go build -o bin/ ./coordinator/cmd/fencectl
-export FENCE_OPERATOR=${FENCE_OPERATOR:-demo}
-bin/fencectl drill --validators 4 --lease-ttl 15s
+go build -o bin/ ./internal/drill/cmd/fence-drill
+bin/fence-drill --validators 4 --lease-ttl 15s
 echo
-bin/fencectl drill --validators 4 --lease-ttl 15s --partition
+bin/fence-drill --validators 4 --lease-ttl 15s --partition

@@ -25,6 +25,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/validator-fencing/fencing/internal/api"
 	"github.com/validator-fencing/fencing/internal/fencing"
 	"github.com/validator-fencing/fencing/internal/flagenv"
 )
@@ -104,6 +105,19 @@ func (c *Config) Validate() error {
 	}
 	if len(c.Keys) == 0 {
 		errs = append(errs, errors.New("--key is required"))
+	}
+	// Checked here too (LoadKey checks again when it reads them) so that a
+	// key file open to others is a configuration error before anything
+	// listens.
+	for _, k := range c.Keys {
+		if err := api.CheckSecretFile(k, "--key file"); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.ClientKey != "" {
+		if err := api.CheckSecretFile(c.ClientKey, "--client-key file"); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if len(c.Validators) > 0 && len(c.Validators) != len(c.Keys) {
 		errs = append(errs, fmt.Errorf("--validator names %d validators for %d keys; give one per --key, in order, or none", len(c.Validators), len(c.Keys)))

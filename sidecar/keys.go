@@ -11,6 +11,8 @@ import (
 	"github.com/ethereum/go-ethereum/accounts/keystore"
 	"github.com/ethereum/go-ethereum/common"
 	"github.com/ethereum/go-ethereum/crypto"
+
+	"github.com/validator-fencing/fencing/internal/api"
 )
 
 // Key is one validator's signing key. Its String never shows the secret.
@@ -33,15 +35,8 @@ func (k *Key) sign(digest []byte) ([]byte, error) { return crypto.Sign(digest, k
 // file holding one hex private key. The key file must not be accessible to
 // others nor writable by its group; errors never contain key material.
 func LoadKey(path, passwordFile string) (*Key, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, fmt.Errorf("key file: %w", err)
-	}
-	// Group read is allowed: a Kubernetes Secret mounted for a non-root
-	// container with fsGroup arrives as 0440 (kubernetes#57923). Anything
-	// for others, or group write, is refused.
-	if st.Mode().Perm()&0o027 != 0 {
-		return nil, fmt.Errorf("key file %s is accessible to others or writable by its group (mode %04o); run chmod 600 %s (0440 is fine for a Secret mounted with fsGroup)", path, st.Mode().Perm(), path)
+	if err := api.CheckSecretFile(path, "key file"); err != nil {
+		return nil, err
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {

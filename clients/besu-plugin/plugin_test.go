@@ -47,7 +47,7 @@ func TestPluginAgainstSidecar(t *testing.T) {
 	r := newRig(t)
 	key, keyFile := r.newKey(t)
 	addr := crypto.PubkeyToAddress(key.PublicKey).Hex()
-	r.fencectl(t, "validator", "add", addr, "--holder", "region-a", "--operator", "test", "--reason", "besu plugin test")
+	r.fencectl(t, "validator", "add", addr, "--holder", "region-a", "--comment", "test", "--reason", "besu plugin test")
 	sc := r.startSidecar(t, "sidecar-a", "region-a", keyFile, "--bare-digest")
 	sc.waitReady(t)
 
@@ -86,14 +86,14 @@ func TestPluginAgainstSidecar(t *testing.T) {
 	})
 
 	t.Run("refuses after freeze", func(t *testing.T) {
-		r.fencectl(t, "freeze", addr, "--operator", "test", "--reason", "besu plugin test")
+		r.fencectl(t, "freeze", addr, "--comment", "test", "--reason", "besu plugin test")
 		// Strict mode: the sidecar confirms the lease in etcd before each
 		// signature, so the very next one is refused.
 		h.wantRefused(t, digest, "fenced", "stale_epoch")
 	})
 
 	t.Run("signs under the next epoch after a bump back", func(t *testing.T) {
-		r.fencectl(t, "bump", addr, "--to", "region-a", "--operator", "test", "--reason", "besu plugin test")
+		r.fencectl(t, "bump", addr, "--to", "region-a", "--comment", "test", "--reason", "besu plugin test")
 		sc.waitReady(t)
 		h.wantSigned(t, digest, key)
 		h.waitLog(t, "signing under fencing epoch 2 (before: 1)")
@@ -101,7 +101,7 @@ func TestPluginAgainstSidecar(t *testing.T) {
 
 	t.Run("refuses after a bump to another holder", func(t *testing.T) {
 		r.registerHolder(t, "region-b")
-		r.fencectl(t, "bump", addr, "--to", "region-b", "--force", "--operator", "test", "--reason", "besu plugin test")
+		r.fencectl(t, "bump", addr, "--to", "region-b", "--force", "--comment", "test", "--reason", "besu plugin test")
 		h.wantRefused(t, digest, "fenced", "stale_epoch")
 		h.wantRefused(t, crypto.Keccak256([]byte("another")), "fenced", "stale_epoch")
 	})
@@ -124,7 +124,7 @@ func TestPluginRefusesToStart(t *testing.T) {
 	key, keyFile := r.newKey(t)
 	_, otherKeyFile := r.newKey(t)
 	addr := crypto.PubkeyToAddress(key.PublicKey).Hex()
-	r.fencectl(t, "validator", "add", addr, "--holder", "region-a", "--operator", "test", "--reason", "besu plugin test")
+	r.fencectl(t, "validator", "add", addr, "--holder", "region-a", "--comment", "test", "--reason", "besu plugin test")
 	sc := r.startSidecar(t, "sidecar-a", "region-a", keyFile) // no --bare-digest
 	sc.waitReady(t)
 
@@ -171,7 +171,7 @@ func BenchmarkPluginSign(b *testing.B) {
 	r := newRig(b)
 	key, keyFile := r.newKey(b)
 	addr := crypto.PubkeyToAddress(key.PublicKey).Hex()
-	r.fencectl(b, "validator", "add", addr, "--holder", "region-a", "--operator", "test", "--reason", "besu plugin benchmark")
+	r.fencectl(b, "validator", "add", addr, "--holder", "region-a", "--comment", "test", "--reason", "besu plugin benchmark")
 	sc := r.startSidecar(b, "sidecar-a", "region-a", keyFile, "--bare-digest")
 	sc.waitReady(b)
 	h := r.startHarness(b, sc.url, keyFile)

@@ -108,8 +108,8 @@ func NewClient(urls []string, o ClientOptions) (*Client, error) {
 		return nil, fmt.Errorf("a client certificate needs both its certificate and its key file")
 	}
 	if o.CertFile != "" {
-		if st, err := os.Stat(o.KeyFile); err == nil && st.Mode().Perm()&0o027 != 0 {
-			return nil, fmt.Errorf("client key file %s is open to others or writable by its group (mode %04o); chmod 600 it", o.KeyFile, st.Mode().Perm())
+		if err := CheckSecretFile(o.KeyFile, "client key file"); err != nil {
+			return nil, err
 		}
 		cert, err := tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
 		if err != nil {
@@ -388,4 +388,145 @@ func (c *Client) JournalBatch(ctx context.Context, reqs []fencing.JournalRequest
 func (c *Client) RegisterHolder(ctx context.Context, r ChangeRequest) error {
 	_, err := c.do(ctx, http.MethodPost, "/v1/holders", r, nil)
 	return err
+}
+
+// Holders lists the known holders.
+func (c *Client) Holders(ctx context.Context) ([]fencing.HolderRecord, error) {
+	var out HoldersResponse
+	_, err := c.do(ctx, http.MethodGet, "/v1/holders", nil, &out)
+	return out.Holders, err
+}
+
+// RemoveValidator deletes a fenced validator with no bump in progress.
+func (c *Client) RemoveValidator(ctx context.Context, id fencing.ValidatorID, r ChangeRequest) error {
+	_, err := c.do(ctx, http.MethodDelete, "/v1/validators/"+url.PathEscape(string(id)), r, nil)
+	return err
+}
+
+// PlanBump is a bump's dry run: r with DryRun set, answered with the plan
+// and its checks; nothing changes.
+func (c *Client) PlanBump(ctx context.Context, id fencing.ValidatorID, r BumpRequest) (BumpPlan, error) {
+	r.DryRun = true
+	var out BumpPlan
+	_, err := c.do(ctx, http.MethodPost, "/v1/validators/"+url.PathEscape(string(id))+"/bump", r, &out)
+	return out, err
+}
+
+// BumpProgress streams bump bumpID of id (GET .../bumps/{bump}/progress)
+// and calls fn with each line until the stream ends, fn returns an error,
+// or ctx ends. firstWait (at most 1m) asks the coordinator to wait that long
+// after the grant for the new holder's first signature. The stream has no
+// deadline of its own: ctx bounds it. A connection that fails before the
+// stream starts is tried on the next URL; one that breaks during the stream
+// returns an unavailable error, and the caller may call again (the stream
+// starts over with every step so far).
+func (c *Client) BumpProgress(ctx context.Context, id fencing.ValidatorID, bumpID string, firstWait time.Duration, fn func(BumpProgress) error) error {
+	path := "/v1/validators/" + url.PathEscape(string(id)) + "/bumps/" + url.PathEscape(bumpID) + "/progress"
+	if firstWait > 0 {
+		path += "?" + url.Values{"first_signature_wait": {firstWait.String()}}.Encode()
+	}
+	first := int(c.first.Load())
+	var lastErr error
+	for i := range c.urls {
+		base := c.urls[(first+i)%len(c.urls)]
+		err := c.stream(ctx, base, path, fn)
+		if err == nil || !retryElsewhere(err) || ctx.Err() != nil {
+			return err
+		}
+		lastErr = err
+	}
+	return lastErr
+}
+
+// stream GETs base+path and decodes its NDJSON body line by line into fn.
+// The answer's headers must arrive within the client's Timeout (an
+// unanswering replica is left for the next); the body then streams for as
+// long as ctx lasts.
+func (c *Client) stream(ctx context.Context, base, path string, fn func(BumpProgress) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
+	if err != nil {
+		return fencing.Errorf(fencing.CodeBadRequest, "build request: %v", err)
+	}
+	if c.opts.TokenFile != "" {
+		tok, err := c.bearer()
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	headers := time.AfterFunc(c.opts.Timeout, cancel)
+	resp, err := c.hc.Do(req)
+	if !headers.Stop() {
+		if err == nil {
+			resp.Body.Close()
+		}
+		return fencing.Errorf(fencing.CodeUnavailable, "coordinator %s did not answer within %s", base, c.opts.Timeout)
+	}
+	if err != nil {
+		return fencing.Errorf(fencing.CodeUnavailable, "coordinator %s unreachable: %v", base, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		var er ErrorResponse
+		if json.Unmarshal(data, &er) != nil || !er.Code.Known() {
+			return fencing.Errorf(fencing.CodeUnavailable, "coordinator %s answered %s without a code word: %.200s", base, resp.Status, data)
+		}
+		return &fencing.Error{Code: er.Code, Message: er.Message}
+	}
+	dec := json.NewDecoder(resp.Body)
+	for {
+		var p BumpProgress
+		if err := dec.Decode(&p); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fencing.Errorf(fencing.CodeUnavailable, "coordinator %s: bump progress stream broke: %v", base, err)
+		}
+		if err := fn(p); err != nil {
+			return err
+		}
+	}
+}
+
+// MinTokenLength is the shortest bearer token an operator's token file may
+// hold; the coordinator's --operator-token-file has the same floor.
+const MinTokenLength = 16
+
+// CheckSecretFile reports a file holding a secret (what names it in the
+// error: "key file", "token file") that is missing, accessible to others or
+// writable by its group. Group read is allowed: a Kubernetes Secret mounted
+// for a non-root container with fsGroup arrives as 0440 (kubernetes#57923).
+func CheckSecretFile(path, what string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if st.Mode().Perm()&0o027 != 0 {
+		return fmt.Errorf("%s %s is accessible to others or writable by its group (mode %04o); run chmod 600 %s (0440 is fine for a Secret mounted with fsGroup)", what, path, st.Mode().Perm(), path)
+	}
+	return nil
+}
+
+// CheckTokenFile reports a token file that must not be used as an
+// operator's credential: CheckSecretFile's refusals, or fewer than
+// MinTokenLength characters. The error names the file, never its content.
+func CheckTokenFile(path string) error {
+	if err := CheckSecretFile(path, "token file"); err != nil {
+		return err
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("token file: %w", err)
+	}
+	defer clear(b)
+	if n := len(bytes.TrimSpace(b)); n < MinTokenLength {
+		return fmt.Errorf("token file %s holds %d characters, fewer than %d: is it the whole token?", path, n, MinTokenLength)
+	}
+	return nil
 }

@@ -79,6 +79,10 @@ const (
 	maxForkWarnings    = 50
 )
 
+// DefaultChainConfig is the configuration a zero ChainConfig runs with
+// (for a command line to show its defaults).
+func DefaultChainConfig() ChainConfig { return ChainConfig{}.withDefaults() }
+
 func (c ChainConfig) withDefaults() ChainConfig {
 	if c.Consensus == "" {
 		c.Consensus = consensus.ConsensusAuto

@@ -1,9 +1,11 @@
 package cli
 
 import (
+	"context"
 	"errors"
-	"flag"
 	"fmt"
+
+	"github.com/spf13/cobra"
 
 	"github.com/validator-fencing/fencing/internal/api"
 	"github.com/validator-fencing/fencing/internal/fencing"
@@ -24,22 +26,23 @@ type scaleOptions struct {
 	replicas    int
 }
 
-func (s *scaleOptions) flags(fs *flag.FlagSet) {
+func (s *scaleOptions) flags(cmd *cobra.Command) {
+	fs := cmd.Flags()
 	fs.BoolVar(&s.enabled, "scale", false, "scale the validator StatefulSets: old holder's to 0 before the grant, new holder's up after it")
-	fs.StringVar(&s.kubeconfig, "kubeconfig", "", "kubeconfig with both contexts (default $KUBECONFIG or ~/.kube/config)")
-	fs.StringVar(&s.fromContext, "from-context", "", "kubeconfig context of the old holder's cluster")
-	fs.StringVar(&s.toContext, "to-context", "", "kubeconfig context of the new holder's cluster")
-	fs.StringVar(&s.namespace, "namespace", "", "namespace of the validator StatefulSet (same in both clusters)")
-	fs.StringVar(&s.statefulset, "statefulset", "", "name of the validator StatefulSet (same in both clusters)")
-	fs.StringVar(&s.toNamespace, "to-namespace", "", "namespace of the new holder's StatefulSet (default: --namespace)")
-	fs.StringVar(&s.toSet, "to-statefulset", "", "name of the new holder's StatefulSet (default: --statefulset)")
-	fs.IntVar(&s.replicas, "replicas", 0, "replicas for the new holder's StatefulSet (default: what the old one had)")
+	fs.StringVar(&s.kubeconfig, "kubeconfig", "", "with --scale: kubeconfig with both contexts (default $KUBECONFIG or ~/.kube/config)")
+	fs.StringVar(&s.fromContext, "from-context", "", "with --scale: kubeconfig context of the old holder's cluster")
+	fs.StringVar(&s.toContext, "to-context", "", "with --scale: kubeconfig context of the new holder's cluster")
+	fs.StringVar(&s.namespace, "namespace", "", "with --scale: namespace of the validator StatefulSet (same in both clusters)")
+	fs.StringVar(&s.statefulset, "statefulset", "", "with --scale: name of the validator StatefulSet (same in both clusters)")
+	fs.StringVar(&s.toNamespace, "to-namespace", "", "with --scale: namespace of the new holder's StatefulSet (default: --namespace)")
+	fs.StringVar(&s.toSet, "to-statefulset", "", "with --scale: name of the new holder's StatefulSet (default: --statefulset)")
+	fs.IntVar(&s.replicas, "replicas", 0, "with --scale: replicas for the new holder's StatefulSet (default: what the old one had)")
 }
 
 func (s *scaleOptions) validate() error {
 	if !s.enabled {
-		if s.fromContext != "" || s.toContext != "" || s.statefulset != "" {
-			return errors.New("--from-context, --to-context and --statefulset need --scale")
+		if s.fromContext != "" || s.toContext != "" || s.statefulset != "" || s.namespace != "" {
+			return usageError("--from-context, --to-context, --namespace and --statefulset need --scale")
 		}
 		return nil
 	}
@@ -58,48 +61,50 @@ func (s *scaleOptions) validate() error {
 	if s.toSet == "" {
 		s.toSet = s.statefulset
 	}
-	return flagenv.Problems(errs)
+	if err := flagenv.Problems(errs); err != nil {
+		return &exitError{code: ExitUsage, err: err}
+	}
+	return nil
 }
 
 // bumpWithScale: revoke every validator, scale the old StatefulSet to 0 (its
 // sidecars release their leases as they stop), bump (drain and grant), then
 // scale the new StatefulSet up. The revoke comes first so that nothing the
 // old pods do while stopping can sign.
-func (e *env) bumpWithScale(c *api.Client, ids []fencing.ValidatorID, req api.BumpRequest, s *scaleOptions) int {
+func (a *app) bumpWithScale(ctx context.Context, b *bumpRun, ids []fencing.ValidatorID, s *scaleOptions) error {
 	fromCli, err := kube.ClientForContext(s.kubeconfig, s.fromContext)
 	if err != nil {
-		return e.fail("scale", err)
+		return apiError("scale", err)
 	}
 	toCli, err := kube.ClientForContext(s.kubeconfig, s.toContext)
 	if err != nil {
-		return e.fail("scale", err)
+		return apiError("scale", err)
 	}
 	for _, id := range ids {
-		_, err := c.Freeze(e.ctx, id, api.FreezeRequest{ExpectedEpoch: req.ExpectedEpoch, Operator: req.Operator, Reason: req.Reason})
+		_, err := b.c.Freeze(ctx, id, api.FreezeRequest{ExpectedEpoch: b.req.ExpectedEpoch, Operator: b.req.Operator, Reason: b.req.Reason})
 		if err != nil && fencing.CodeOf(err) != fencing.CodeConflict {
-			return e.fail("freeze "+string(id), err)
+			return apiError("freeze "+string(id), err)
 		}
-		fmt.Fprintf(e.stderr, "%s: revoke committed (or already revoked)\n", id)
+		fmt.Fprintf(a.Stderr, "%s: revoke committed (or already revoked)\n", id)
 	}
-	prev, err := kube.ScaleStatefulSet(e.ctx, fromCli, s.namespace, s.statefulset, 0)
+	prev, err := kube.ScaleStatefulSet(ctx, fromCli, s.namespace, s.statefulset, 0)
 	if err != nil {
-		return e.fail("scale down "+s.fromContext+"/"+s.namespace+"/"+s.statefulset, err)
+		return apiError("scale down "+s.fromContext+"/"+s.namespace+"/"+s.statefulset, err)
 	}
-	fmt.Fprintf(e.stderr, "scaled %s/%s/%s from %d to 0 replicas\n", s.fromContext, s.namespace, s.statefulset, prev)
-	req.ExpectedEpoch = 0 // the epoch was checked by the freeze above
-	code := e.bumpAll(c, ids, req)
-	if code != ExitOK {
-		fmt.Fprintf(e.stderr, "not scaling up %s: the bump did not finish; re-run after fencectl status shows the new epoch active\n", s.toContext)
-		return code
+	fmt.Fprintf(a.Stderr, "scaled %s/%s/%s from %d to 0 replicas\n", s.fromContext, s.namespace, s.statefulset, prev)
+	b.req.ExpectedEpoch = 0 // the epoch was checked by the freeze above
+	if err := b.all(ctx, ids); err != nil {
+		fmt.Fprintf(a.Stderr, "not scaling up %s: the bump did not finish; re-run after fencectl status shows the new epoch active\n", s.toContext)
+		return err
 	}
 	want := int32(s.replicas)
 	if want == 0 {
 		want = prev
 	}
-	was, err := kube.ScaleStatefulSet(e.ctx, toCli, s.toNamespace, s.toSet, want)
+	was, err := kube.ScaleStatefulSet(ctx, toCli, s.toNamespace, s.toSet, want)
 	if err != nil {
-		return e.fail("scale up "+s.toContext+"/"+s.toNamespace+"/"+s.toSet, err)
+		return apiError("scale up "+s.toContext+"/"+s.toNamespace+"/"+s.toSet, err)
 	}
-	fmt.Fprintf(e.stderr, "scaled %s/%s/%s from %d to %d replicas\n", s.toContext, s.toNamespace, s.toSet, was, want)
-	return ExitOK
+	fmt.Fprintf(a.Stderr, "scaled %s/%s/%s from %d to %d replicas\n", s.toContext, s.toNamespace, s.toSet, was, want)
+	return nil
 }

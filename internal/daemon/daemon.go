@@ -1,7 +1,9 @@
 // Package daemon is the shared main of the long-running binaries: a signal
 // context, configuration from flags, FENCE_* and --config, validation, a
-// logger, then Run. Exit codes: 0 stopped by a signal, 1 failed while
-// running, 2 bad configuration.
+// logger, then Run. Exit codes: 0 stopped by a signal (or --help,
+// --version), 1 failed while running, 2 bad configuration: everything a
+// Config's Validate reports (a key file open to others, a short operator
+// token, ...) is reported before anything listens.
 package daemon
 
 import (
@@ -18,6 +20,7 @@ import (
 
 	"github.com/validator-fencing/fencing/internal/flagenv"
 	"github.com/validator-fencing/fencing/internal/logging"
+	"github.com/validator-fencing/fencing/internal/version"
 )
 
 // Config is a binary's validated configuration.
@@ -29,13 +32,19 @@ type Config interface {
 }
 
 // Main parses args into cfg and runs run until SIGINT or SIGTERM; it
-// returns the exit code.
+// returns the exit code. --version prints version.Line(name) and exits 0;
+// only the command line sets it, not FENCE_VERSION nor a config file.
 func Main(name, usage string, args []string, stdout, stderr io.Writer, cfg Config, run func(context.Context, hclog.Logger) error) int {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	cfg.Flags(fs)
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	pos, err := flagenv.Parse(fs, args, os.Getenv)
 	if errors.Is(err, flag.ErrHelp) {
 		flagenv.Usage(stdout, fs, usage)
+		return 0
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, version.Line(name))
 		return 0
 	}
 	if err == nil && len(pos) > 0 {

@@ -1,4 +1,4 @@
-// Package drill is the failover drill behind `fencectl drill` and the
+// Package drill is the failover drill behind fence-drill (Main) and the
 // building blocks of the end-to-end fault suite (e2e/): a signing workload
 // that drives validators through both regions' sidecars, an observer that
 // watches etcd directly, and an invariant checker over everything the
@@ -137,9 +137,7 @@ func (r *Result) Clean() bool {
 	return r.Check != nil && r.Check.OK() && r.Check.Audit != nil && r.Check.Audit.DuplicateCount() == 0 && r.TargetMet
 }
 
-// Run performs one drill. It returns an error only when the drill could not
-// run; findings are in the Result.
-func Run(ctx context.Context, o Options) (res *Result, err error) {
+func (o Options) withDefaults() Options {
 	if o.Validators == 0 {
 		o.Validators = 4
 	}
@@ -155,11 +153,28 @@ func Run(ctx context.Context, o Options) (res *Result, err error) {
 	if o.Progress == nil {
 		o.Progress = io.Discard
 	}
+	return o
+}
+
+// Validate reports every problem of o at once. A zero Validators or
+// LeaseTTL is one here; Run fills them in with the defaults first.
+func (o Options) Validate() error {
+	var errs []error
 	if o.Validators < 1 || o.Validators > 64 {
-		return nil, fmt.Errorf("--validators %d must be between 1 and 64", o.Validators)
+		errs = append(errs, fmt.Errorf("--validators %d must be between 1 and 64", o.Validators))
 	}
 	if o.LeaseTTL%time.Second != 0 || o.LeaseTTL < 2*time.Second || o.LeaseTTL > 300*time.Second {
-		return nil, fmt.Errorf("--lease-ttl %s must be whole seconds between 2s and 300s", o.LeaseTTL)
+		errs = append(errs, fmt.Errorf("--lease-ttl %s must be whole seconds between 2s and 300s", o.LeaseTTL))
+	}
+	return flagenv.Problems(errs)
+}
+
+// Run performs one drill. It returns an error only when the drill could not
+// run; findings are in the Result.
+func Run(ctx context.Context, o Options) (res *Result, err error) {
+	o = o.withDefaults()
+	if err := o.Validate(); err != nil {
+		return nil, err
 	}
 	d := &run{o: o, res: &Result{Kind: "cooperative", Validators: o.Validators, Mode: string(sidecar.ModeStrict), LeaseTTL: api.Duration{Duration: o.LeaseTTL}, Started: time.Now()}}
 	if o.Partition {

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/validator-fencing/fencing/internal/cli"
 	"github.com/validator-fencing/fencing/internal/drill"
+	"github.com/validator-fencing/fencing/internal/version"
 )
 
 func TestDrillCooperative(t *testing.T) {
@@ -33,7 +33,7 @@ func TestDrillCooperative(t *testing.T) {
 	}
 }
 
-// TestDrillCommandPartitioned runs `fencectl drill --partition` as an
+// TestDrillCommandPartitioned runs `fence-drill --partition` as an
 // operator would, with JSON output: the handover waits for the leases to
 // expire and stays within TTL + 2s.
 func TestDrillCommandPartitioned(t *testing.T) {
@@ -41,9 +41,9 @@ func TestDrillCommandPartitioned(t *testing.T) {
 		t.Skip("waits for a lease TTL")
 	}
 	var out, errb bytes.Buffer
-	code := cli.Main(context.Background(), []string{"drill", "--validators", "2", "--lease-ttl", "3s", "--partition", "--output", "json"}, &out, &errb, func(string) string { return "" })
-	if code != cli.ExitOK {
-		t.Fatalf("fencectl drill --partition = exit %d; stderr:\n%s", code, errb.String())
+	code := drill.Main(context.Background(), []string{"--validators", "2", "--lease-ttl", "3s", "--partition", "--output", "json"}, &out, &errb)
+	if code != drill.ExitPassed {
+		t.Fatalf("fence-drill --partition = exit %d; stderr:\n%s", code, errb.String())
 	}
 	var rep struct {
 		Passed      bool              `json:"passed"`
@@ -77,17 +77,28 @@ func TestDrillCommandBadFlags(t *testing.T) {
 	tests := []struct {
 		name string
 		args []string
+		want string
 	}{
-		{"ttl not whole seconds", []string{"drill", "--lease-ttl", "1500ms"}},
-		{"no validators", []string{"drill", "--validators", "0"}},
-		{"argument", []string{"drill", "now"}},
+		{"ttl not whole seconds", []string{"--lease-ttl", "1500ms"}, "--lease-ttl 1.5s must be whole seconds"},
+		{"no validators and a long ttl", []string{"--validators", "0", "--lease-ttl", "5m1s"}, "--validators 0 must be between 1 and 64; --lease-ttl 5m1s"},
+		{"argument", []string{"now"}, `unknown command "now"`},
+		{"unknown flag", []string{"--operator", "x"}, "unknown flag: --operator"},
+		{"bad output", []string{"-o", "xml"}, `--output "xml"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var out, errb bytes.Buffer
-			if code := cli.Main(context.Background(), tt.args, &out, &errb, func(string) string { return "" }); code != cli.ExitUsage {
-				t.Errorf("fencectl %v = exit %d, want %d (stderr %q)", tt.args, code, cli.ExitUsage, errb.String())
+			if code := drill.Main(context.Background(), tt.args, &out, &errb); code != drill.ExitUsage || !strings.Contains(errb.String(), tt.want) {
+				t.Errorf("fence-drill %v = exit %d, %q; want %d and %q", tt.args, code, errb.String(), drill.ExitUsage, tt.want)
 			}
 		})
+	}
+	var out bytes.Buffer
+	if code := drill.Main(context.Background(), []string{"--version"}, &out, &out); code != drill.ExitPassed || out.String() != version.Line("fence-drill")+"\n" {
+		t.Errorf("fence-drill --version = exit %d, %q", code, out.String())
+	}
+	out.Reset()
+	if code := drill.Main(context.Background(), []string{"--help"}, &out, &out); code != drill.ExitPassed || !strings.Contains(out.String(), "Exit codes: 0 passed") {
+		t.Errorf("fence-drill --help = exit %d, %q", code, out.String())
 	}
 }

@@ -23,6 +23,10 @@ func EnvName(flagName string) string {
 	return "FENCE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
+// commandLineOnly are flags that neither the environment nor a config file
+// sets: --config names the file, --version asks a question.
+func commandLineOnly(name string) bool { return name == "config" || name == "version" }
+
 // Parse parses args into fs, then fills every flag not given on the command
 // line from its FENCE_ variable (getenv, usually os.Getenv). It returns the
 // positional arguments, which may stand anywhere among the flags ("--" ends
@@ -73,7 +77,7 @@ func Parse(fs *flag.FlagSet, args []string, getenv func(string) string) ([]strin
 	}
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] || err != nil || f.Name == "config" {
+		if set[f.Name] || err != nil || commandLineOnly(f.Name) {
 			return
 		}
 		if v := getenv(EnvName(f.Name)); v != "" {
@@ -103,7 +107,7 @@ func ParseConfig(fs *flag.FlagSet, data []byte) (map[string]string, error) {
 	out := map[string]string{}
 	var unknown []string
 	for k, v := range raw {
-		if fs.Lookup(k) == nil || k == "config" {
+		if fs.Lookup(k) == nil || commandLineOnly(k) {
 			unknown = append(unknown, k)
 			continue
 		}
@@ -116,7 +120,7 @@ func ParseConfig(fs *flag.FlagSet, data []byte) (map[string]string, error) {
 	if len(unknown) > 0 {
 		var known []string
 		fs.VisitAll(func(f *flag.Flag) {
-			if f.Name != "config" {
+			if !commandLineOnly(f.Name) {
 				known = append(known, f.Name)
 			}
 		})

@@ -117,3 +117,30 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+// --config and --version come only from the command line: neither
+// FENCE_VERSION nor a config file's "version" key asks for the version.
+func TestCommandLineOnly(t *testing.T) {
+	newFS := func() (*flag.FlagSet, *bool) {
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		fs.String("config", "", "")
+		fs.String("holder", "", "")
+		return fs, fs.Bool("version", false, "")
+	}
+	fs, v := newFS()
+	if _, err := Parse(fs, nil, func(k string) string { return map[string]string{"FENCE_VERSION": "true"}[k] }); err != nil || *v {
+		t.Errorf("Parse with FENCE_VERSION=true: version %t, err %v; want false, nil", *v, err)
+	}
+	p := t.TempDir() + "/c.yaml"
+	if err := os.WriteFile(p, []byte("version: true\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fs, v = newFS()
+	if _, err := Parse(fs, []string{"--config", p}, nil); err == nil || !strings.Contains(err.Error(), "unknown key(s) version; known keys are the flag names: holder") || *v {
+		t.Errorf("Parse of a config file with version: err %v, version %t; want an unknown key", err, *v)
+	}
+	fs, v = newFS()
+	if _, err := Parse(fs, []string{"--version"}, nil); err != nil || !*v {
+		t.Errorf("Parse(--version) = %v, version %t", err, *v)
+	}
+}

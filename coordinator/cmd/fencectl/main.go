@@ -1,5 +1,6 @@
-// Command fencectl operates validator fencing: status, freeze, bump,
-// history, evidence, audit. See fencectl --help.
+// Command fencectl operates validator fencing: status, registry, freeze,
+// bump, abandon, history, evidence, audits, readiness. See fencectl --help
+// and docs/runbook.md.
 package main
 
 import (

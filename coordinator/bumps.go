@@ -37,6 +37,9 @@ func (s *Server) preflight(ctx context.Context, id fencing.ValidatorID, to strin
 		plan.Checks = append(plan.Checks, api.Check{Name: "no bump in progress", Detail: fmt.Sprintf("validator %s: a bump from epoch %d to %s by %s is already in progress since %s (id %s)", st.ID, st.Bump.FromEpoch, st.Bump.To, st.Bump.By, st.Bump.StartedAt.Format(time.RFC3339), st.Bump.ID)})
 	}
 	known := s.st.CheckHolderKnown(ctx, to)
+	if known != nil && fencing.CodeOf(known) != fencing.CodeNotFound {
+		return api.BumpPlan{}, known // etcd could not say: not a refusal
+	}
 	plan.Checks = append(plan.Checks, api.Check{Name: "holder known", OK: known == nil, Detail: detail(known, "holder "+to+" is known")})
 	pres, err := s.st.Presence(ctx, st.ID)
 	if err != nil {

@@ -807,7 +807,42 @@ func (p *proc) waitExit() {
 	}
 }
 
-func (p *proc) pause()  { p.signal(syscall.SIGSTOP, false) }
+// pause stops the process (SIGSTOP) and returns once every thread of it is
+// stopped: the signal is delivered asynchronously, and a request sent in
+// between would be answered by a process the test believes stopped.
+func (p *proc) pause() {
+	p.signal(syscall.SIGSTOP, false)
+	p.mu.Lock()
+	pid := 0
+	if p.cmd != nil && p.cmd.Process != nil {
+		pid = p.cmd.Process.Pid
+	}
+	p.mu.Unlock()
+	if pid == 0 {
+		return
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !allThreadsStopped(pid) && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// allThreadsStopped reports whether every thread of pid is in state T (or
+// the process is gone).
+func allThreadsStopped(pid int) bool {
+	stats, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+	for _, f := range stats {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue // the thread ended
+		}
+		// The state follows the command name in parentheses.
+		if i := bytes.LastIndexByte(b, ')'); i < 0 || i+2 >= len(b) || (b[i+2] != 'T' && b[i+2] != 't') {
+			return false
+		}
+	}
+	return true
+}
 func (p *proc) resume() { p.signal(syscall.SIGCONT, false) }
 
 // logTail is the last n lines of the process's log.

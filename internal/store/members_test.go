@@ -22,9 +22,23 @@ func TestMembersOfAHealthyCluster(t *testing.T) {
 	s := newStore(t, c)
 	at := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 	s.now = func() time.Time { return at }
-	m, err := s.Members(context.Background())
-	if err != nil {
-		t.Fatalf("Members() = %v", err)
+	// A member publishes its client URLs to the cluster shortly after it
+	// starts (under load, after the others saw it join): wait for that.
+	var m EtcdMembers
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var err error
+		if m, err = s.Members(context.Background()); err != nil {
+			t.Fatalf("Members() = %v", err)
+		}
+		published := true
+		for _, mm := range m.Members {
+			published = published && len(mm.ClientURLs) > 0
+		}
+		if published || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	if m.ClusterID == 0 || !m.At.Equal(at) || !m.Asked.Equal(at) || len(m.Members) != 3 {
 		t.Fatalf("Members() = cluster %x at %v with %d members, want a cluster ID, %v and 3 members", m.ClusterID, m.At, len(m.Members), at)

@@ -89,6 +89,14 @@ func (s *Signer) gate(validator fencing.ValidatorID) (*validatorGate, error) {
 //  4. the entry is appended to the local journal and fsynced (inv. 6);
 //  5. the deadline is checked again, then the digest is signed.
 //
+// Steps 3 and 4 depend on nothing but 1 and 2, so they run at the same time:
+// the local fsync overlaps the quorum round trip. Both must have succeeded
+// before step 5, and a failure of either refuses; the local append is waited
+// for even when the quorum answered first, so no signature of this validator
+// starts while its record is being written. A local record whose quorum
+// write was refused is a signature that never left: it only makes the local
+// watermark stricter.
+//
 // Any failure refuses with its code word and signs nothing (inv. 7).
 func (s *Signer) SignHRS(ctx context.Context, validator fencing.ValidatorID, hrs fencing.HRS, digest fencing.Digest) (SignResult, error) {
 	start := time.Now()
@@ -112,19 +120,30 @@ func (s *Signer) SignHRS(ctx context.Context, validator fencing.ValidatorID, hrs
 	if err != nil {
 		return SignResult{}, s.m.refused(g.id, err)
 	}
-	if s.mode == ModeStrict { // 3
-		jstart := time.Now()
-		_, err := s.batcher.journal(ctx, fencing.JournalRequest{Lease: lease, HRS: hrs, Digest: digest})
-		s.m.journal.Observe(time.Since(jstart).Seconds())
-		if err != nil {
-			return SignResult{}, s.m.refused(g.id, quorumRefusal("journal", err))
+	var local func() error // 4, started before 3 and waited for after it
+	if !again {
+		e := fencing.JournalEntry{Validator: g.id, HRS: hrs, Digest: digest, Epoch: lease.Epoch, Sidecar: s.sidecar, At: time.Now().UTC()}
+		if s.mode == ModeStrict {
+			done := make(chan error, 1)
+			go func() { done <- g.journal.Append(e) }()
+			local = func() error { return <-done }
+		} else {
+			local = func() error { return g.journal.Append(e) }
 		}
 	}
-	if !again { // 4
-		e := fencing.JournalEntry{Validator: g.id, HRS: hrs, Digest: digest, Epoch: lease.Epoch, Sidecar: s.sidecar, At: time.Now().UTC()}
-		if err := g.journal.Append(e); err != nil {
+	var quorumErr error
+	if s.mode == ModeStrict { // 3
+		jstart := time.Now()
+		_, quorumErr = s.batcher.journal(ctx, fencing.JournalRequest{Lease: lease, HRS: hrs, Digest: digest})
+		s.m.journal.Observe(time.Since(jstart).Seconds())
+	}
+	if local != nil {
+		if err := local(); err != nil {
 			return SignResult{}, s.m.refused(g.id, fencing.Errorf(fencing.CodeWatermark, "local signing record not written, nothing signed: %v", err))
 		}
+	}
+	if quorumErr != nil {
+		return SignResult{}, s.m.refused(g.id, quorumRefusal("journal", quorumErr))
 	}
 	return s.finish(g, lease, digest, start) // 5
 }

@@ -132,11 +132,30 @@ func (s *Store) JournalEntries(ctx context.Context, id fencing.ValidatorID) ([]f
 	return out, nil
 }
 
+// ValidJournalRequest is a journal request that passed
+// fencing.JournalRequest.Validate: the only kind the Journaler takes, so a
+// request is validated once, where it enters (the coordinator's handler),
+// and never reaches etcd unvalidated.
+type ValidJournalRequest struct{ r fencing.JournalRequest }
+
+// ValidateJournalRequest checks r once for the Journaler.
+func ValidateJournalRequest(r fencing.JournalRequest) (ValidJournalRequest, error) {
+	if err := r.Validate(); err != nil {
+		return ValidJournalRequest{}, err
+	}
+	return ValidJournalRequest{r}, nil
+}
+
+// Request is the validated request.
+func (v ValidJournalRequest) Request() fencing.JournalRequest { return v.r }
+
 // Journaler commits journal requests with group commit: while one
 // transaction is in flight, requests queue; the next transaction carries all
 // of them (one per validator, at most maxBatch) when every compare holds, and
 // falls back to one transaction each when any does not, so every request
-// gets its own answer. Latency at concurrency 1 is one transaction.
+// gets its own answer. Latency at concurrency 1 is one transaction. A batch
+// of requests submitted together (JournalAll: one sidecar's batch) reaches
+// the committer together.
 type Journaler struct {
 	s        *Store
 	maxBatch int
@@ -145,7 +164,7 @@ type Journaler struct {
 
 type pendingJournal = groupcommit.Item[fencing.JournalRequest, fencing.JournalEntry]
 
-// NewJournaler returns a Journaler; Run must be running for Journal to
+// NewJournaler returns a Journaler; Run must be running for JournalAll to
 // return. maxBatch is capped so a batch stays under etcd's default limit of
 // 128 compares per transaction.
 func (s *Store) NewJournaler(maxBatch int) *Journaler {
@@ -155,13 +174,16 @@ func (s *Store) NewJournaler(maxBatch int) *Journaler {
 	return &Journaler{s: s, maxBatch: maxBatch, queue: groupcommit.New[fencing.JournalRequest, fencing.JournalEntry](4096)}
 }
 
-// Journal commits r, batched with concurrent requests of other validators.
-// If ctx ends first the entry may still commit; the caller must not sign.
-func (j *Journaler) Journal(ctx context.Context, r fencing.JournalRequest) (fencing.JournalEntry, error) {
-	if err := r.Validate(); err != nil {
-		return fencing.JournalEntry{}, err
+// JournalAll commits rs together (and with concurrent requests of other
+// callers) and answers each: entries[i] or errs[i]. Requests of one
+// validator in rs are committed one after the other, in rs's order. If ctx
+// ends first, those not yet answered may still commit.
+func (j *Journaler) JournalAll(ctx context.Context, rs []ValidJournalRequest) (entries []fencing.JournalEntry, errs []error) {
+	reqs := make([]fencing.JournalRequest, len(rs))
+	for i, r := range rs {
+		reqs[i] = r.r
 	}
-	return j.queue.Do(ctx, r)
+	return j.queue.DoAll(ctx, reqs)
 }
 
 // Run commits queued requests until ctx ends.

@@ -36,6 +36,9 @@ type ServerOptions struct {
 	SessionTTL        time.Duration // default 10s
 	JournalRetention  uint64        // heights kept below the watermark; 0 keeps all
 	Registry          *prometheus.Registry
+	// Leaders, when set, keeps the etcd leader in the region holding most
+	// active epochs (leader.go).
+	Leaders *LeaderPlacement
 	// Metrics, registered on Registry, whose Transition the store calls
 	// (store.Options.OnTransition); nil registers new ones, which then count
 	// no transitions.
@@ -69,10 +72,20 @@ func NewServer(st *store.Store, o ServerOptions) (*Server, error) {
 	if err := o.Registry.Register(&stateCollector{st: st, lg: o.Logger}); err != nil {
 		return nil, err
 	}
-	return &Server{
+	s := &Server{
 		st: st, journaler: st.NewJournaler(24), reconciler: st.NewReconciler(o.ReconcileInterval, int(o.SessionTTL/time.Second)),
 		auth: o.Auth, clientCerts: o.ClientCerts, operatorToken: o.OperatorToken, operatorReviewer: o.OperatorReviewer, lg: o.Logger, maxWait: o.MaxWatchWait, metrics: m, gatherer: o.Registry, retention: o.JournalRetention,
-	}, nil
+	}
+	if o.Leaders != nil {
+		p := *o.Leaders
+		if p.Logger == nil {
+			p.Logger = o.Logger.Named("leader")
+		}
+		s.leaders = newLeaderFollower(p)
+		kick := s.leaders.granted
+		m.afterGrant.Store(&kick)
+	}
+	return s, nil
 }
 
 // Start runs the journal's group commit and the reconciler until ctx ends;
@@ -86,6 +99,9 @@ func (s *Server) Start(ctx context.Context) <-chan struct{} {
 		wg.Go(func() { s.reconciler.Run(ctx) })
 		if s.retention > 0 {
 			wg.Go(func() { s.pruneJournals(ctx) })
+		}
+		if s.leaders != nil {
+			wg.Go(func() { s.leaders.run(ctx, s.st) })
 		}
 		wg.Wait()
 	}()
@@ -106,6 +122,7 @@ type Server struct {
 	metrics          *Metrics
 	gatherer         prometheus.Gatherer
 	retention        uint64
+	leaders          *leaderFollower
 }
 
 // pruneJournals applies the journal retention every minute. Replicas may

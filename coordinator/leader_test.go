@@ -39,7 +39,9 @@ func TestLeaderFollowsActiveHolder(t *testing.T) {
 	srv, err := NewServer(st, ServerOptions{Registry: reg, Metrics: m, ReconcileInterval: 50 * time.Millisecond, SessionTTL: 2 * time.Second,
 		Leaders: &LeaderPlacement{
 			Etcd: cli, Holders: map[string]string{"m0": "region-a", "m1": "region-b"},
-			Dial:     func(ep string) (*clientv3.Client, error) { return clientv3.New(clientv3.Config{Endpoints: []string{ep}, Logger: zap.NewNop()}) },
+			Dial: func(ep string) (*clientv3.Client, error) {
+				return clientv3.New(clientv3.Config{Endpoints: []string{ep}, Logger: zap.NewNop()})
+			},
 			Interval: time.Hour, Settle: 10 * time.Millisecond, // only grants move it here
 		}})
 	if err != nil {

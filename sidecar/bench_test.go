@@ -43,7 +43,14 @@ import (
 //	                     mode vs one bare etcd Txn (one compare, one put) on the
 //	                     same embedded etcd, at concurrency 1 (target ≤ 1.3×)
 //	                     and with 64 validators signing at once (target ≥ 60 %
-//	                     of the Txn throughput at the same concurrency).
+//	                     of the Txn throughput at the same concurrency); and,
+//	                     as a reference, the quorum journal write alone.
+//	BenchmarkStrictRegions: strict mode on three etcd members in three
+//	                     regions (regions_bench_test.go; target ≤ 1.2× one
+//	                     quorum write from the active region).
+//
+// Each prints a TARGET line with the ratio to its baseline (make
+// bench-signing).
 
 const benchTTL = 15 * time.Second // long enough that renewals stay rare under load
 
@@ -255,5 +262,17 @@ func benchStrict(b *testing.B, r *surfaceRig, workers int) (sidecar, txn figures
 	var seq atomic.Uint64
 	sidecar = measure(b, "sidecar", workers, func(w int) { signOverHTTP(b, r.url, r.ids[w], r.height()) })
 	txn = measure(b, "etcd-txn", workers, func(w int) { bareTxn(b, cli, w, seq.Add(1)) })
+	// A reference, not a target: the quorum journal write alone, as the
+	// sidecar's batcher sends it (HTTP to the coordinator, group commit,
+	// etcd), under the sidecar's own leases.
+	measure(b, "coordinator-journal", workers, func(w int) {
+		lease, _, err := r.signer.list[w].keeper.current()
+		if err == nil {
+			_, err = r.signer.batcher.journal(context.Background(), fencing.JournalRequest{Lease: lease, HRS: fencing.HRS{Height: r.height(), Step: fencing.StepCommit}, Digest: fencing.Digest{1}})
+		}
+		if err != nil {
+			b.Errorf("journal of %s = %v", r.ids[w], err)
+		}
+	})
 	return sidecar, txn
 }

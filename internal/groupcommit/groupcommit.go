@@ -94,6 +94,10 @@ func (q *Queue[Req, Res]) Next(ctx context.Context) (*Item[Req, Res], bool) {
 	}
 }
 
+// Waiting is the channel Next receives from, for a committer that waits
+// for other events too.
+func (q *Queue[Req, Res]) Waiting() <-chan *Item[Req, Res] { return q.ch }
+
 // TryNext returns an item already waiting, without blocking.
 func (q *Queue[Req, Res]) TryNext() (*Item[Req, Res], bool) {
 	select {

@@ -186,40 +186,90 @@ func (j *Journaler) JournalAll(ctx context.Context, rs []ValidJournalRequest) (e
 	return j.queue.DoAll(ctx, reqs)
 }
 
-// Run commits queued requests until ctx ends.
+// journalInFlight is how many journal transactions the Journaler keeps in
+// flight at once (of different validators): etcd puts concurrent proposals
+// in one raft round and one WAL sync, so throughput is not capped at one
+// batch per etcd round trip when the round trip is long (a quorum across
+// regions, a loaded disk).
+const journalInFlight = 4
+
+// Run commits queued requests until ctx ends (and waits for the
+// transactions in flight). A validator is in at most one transaction in
+// flight, and its requests are committed in the order they queued.
 func (j *Journaler) Run(ctx context.Context) {
-	var carry []*pendingJournal
+	var (
+		carry    []*pendingJournal
+		busy     = map[fencing.ValidatorID]bool{} // validators in a transaction in flight
+		free     = journalInFlight
+		released = make(chan []*pendingJournal, journalInFlight)
+		wg       sync.WaitGroup
+	)
+	defer wg.Wait()
+	release := func(batch []*pendingJournal) {
+		for _, p := range batch {
+			delete(busy, p.Req.Lease.Validator)
+		}
+		free++
+	}
 	for {
+		for drained := false; !drained; {
+			select {
+			case b := <-released:
+				release(b)
+			default:
+				drained = true
+			}
+		}
 		var batch []*pendingJournal
-		seen := map[fencing.ValidatorID]bool{}
-		take := func(p *pendingJournal) {
-			if seen[p.Req.Lease.Validator] || len(batch) == j.maxBatch {
-				carry = append(carry, p)
-				return
+		if free > 0 {
+			var rest []*pendingJournal
+			seen := map[fencing.ValidatorID]bool{}
+			take := func(p *pendingJournal) {
+				v := p.Req.Lease.Validator
+				if busy[v] || seen[v] || len(batch) == j.maxBatch {
+					rest = append(rest, p)
+					return
+				}
+				seen[v] = true
+				batch = append(batch, p)
 			}
-			seen[p.Req.Lease.Validator] = true
-			batch = append(batch, p)
-		}
-		prev := carry
-		carry = nil
-		for _, p := range prev {
-			take(p)
-		}
-		if len(batch) == 0 {
-			p, ok := j.queue.Next(ctx)
-			if !ok {
-				return
+			for _, p := range carry {
+				take(p)
 			}
-			take(p)
-		}
-		for len(batch) < j.maxBatch && len(carry) < 4096 {
-			p, ok := j.queue.TryNext()
-			if !ok {
-				break
+			for len(batch) < j.maxBatch && len(rest) < 4096 {
+				p, ok := j.queue.TryNext()
+				if !ok {
+					break
+				}
+				take(p)
 			}
-			take(p)
+			carry = rest
 		}
-		j.commit(ctx, batch)
+		if len(batch) > 0 {
+			for _, p := range batch {
+				busy[p.Req.Lease.Validator] = true
+			}
+			free--
+			wg.Go(func() {
+				j.commit(ctx, batch)
+				released <- batch
+			})
+			continue
+		}
+		// Nothing to start: wait for a transaction to end, or for a new
+		// request while one more may start.
+		var next <-chan *pendingJournal
+		if free > 0 {
+			next = j.queue.Waiting()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case b := <-released:
+			release(b)
+		case p := <-next:
+			carry = append(carry, p)
+		}
 	}
 }
 

@@ -190,7 +190,7 @@ func (j *Journaler) JournalAll(ctx context.Context, rs []ValidJournalRequest) (e
 // flight at once (of different validators): etcd puts concurrent proposals
 // in one raft round and one WAL sync, so throughput is not capped at one
 // batch per etcd round trip when the round trip is long (a quorum across
-// regions, a loaded disk).
+// regions, a loaded disk). A second one starts only with a full batch.
 const journalInFlight = 4
 
 // Run commits queued requests until ctx ends (and waits for the
@@ -244,6 +244,13 @@ func (j *Journaler) Run(ctx context.Context) {
 				take(p)
 			}
 			carry = rest
+		}
+		// Start a transaction at once when none is in flight (latency at
+		// concurrency 1 is one transaction); while some are, only a full
+		// batch starts another, so requests keep sharing transactions.
+		if len(batch) > 0 && free < journalInFlight && len(batch) < j.maxBatch {
+			carry = append(batch, carry...) // each validator's requests stay in order
+			batch = nil
 		}
 		if len(batch) > 0 {
 			for _, p := range batch {

@@ -11,19 +11,19 @@ import (
 	"github.com/validator-fencing/fencing/internal/fencing"
 )
 
-// TestJournalerHammer: the group commit answers every request of many
-// batches exactly as one transaction each would. 8 validators; 16 callers
-// send batches (JournalAll) that mix every validator, and for each HRS two
-// callers race with different digests and a third repeats one of them. Per
-// (validator, HRS) exactly one digest is committed; every caller that was
-// told "journaled" asked for that digest; the others got a watermark
-// refusal naming the same HRS. Requests with a bad lease or an invalid HRS
-// never reach the group commit and fail alone.
+// TestJournalerHammer: the group commit (batches of 4, several in flight)
+// answers every request of many batches exactly as one transaction each
+// would. 8 validators; 16 callers send batches (JournalAll) that mix every
+// validator, height by height, and for each (validator, HRS) half of them
+// ask for one digest and half for another. Per (validator, HRS) exactly one
+// digest is committed; every caller told "journaled" asked for that digest;
+// the others got a watermark refusal. A request with a stale lease in a
+// batch fails alone, and an invalid one never reaches the group commit.
 func TestJournalerHammer(t *testing.T) {
 	s := newStore(t, etcdtest.New(t, 1))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	j := s.NewJournaler(24)
+	j := s.NewJournaler(4) // batches of 4 of the 8 validators: full batches run concurrently
 	done := make(chan struct{})
 	go func() { j.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()

@@ -22,6 +22,9 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
 	"github.com/validator-fencing/fencing/internal/api"
 	"github.com/validator-fencing/fencing/internal/fencing"
 )
@@ -159,6 +162,7 @@ func BenchmarkCoordinatorScale(b *testing.B) {
 	m1c, m1e := scrape(b, url), scrape(b, clientURL)
 	cancel()
 	wg.Wait()
+	entryBytes := journalEntryBytes(b, clientURL)
 
 	slices.Sort(lat)
 	pct := func(p float64) float64 {
@@ -180,6 +184,7 @@ func BenchmarkCoordinatorScale(b *testing.B) {
 	b.ReportMetric(walPerSec*86400/1e9, "wal-GB/day")
 	b.ReportMetric(m1e.sum("etcd_mvcc_db_total_size_in_bytes")/1e6, "db-MB")
 	b.ReportMetric(m1e.sum("etcd_mvcc_db_total_size_in_use_in_bytes")/1e6, "db-in-use-MB")
+	b.ReportMetric(entryBytes, "entry-B")
 	b.ReportMetric(m1c.sum("process_resident_memory_bytes")/1e6, "coord-rss-MB")
 	b.ReportMetric(m1e.sum("process_resident_memory_bytes")/1e6, "etcd-rss-MB")
 	ops := m1c.byLabel("fencing_etcd_request_duration_seconds_count", "op")
@@ -197,6 +202,25 @@ func BenchmarkCoordinatorScale(b *testing.B) {
 	slices.Sort(parts)
 	b.ReportMetric(total, "etcd-req/s")
 	fmt.Printf("SCALE %d validators, %.2g sig/s each, retention %d: coordinator's etcd requests by kind: %s\n", n, rate, retention, strings.Join(parts, ", "))
+}
+
+// journalEntryBytes is the mean key and value size of one validator's
+// journal entries in etcd (what --journal-retention keeps of each).
+func journalEntryBytes(b *testing.B, endpoint string) float64 {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cli.Close()
+	resp, err := cli.Get(context.Background(), "/fencing/validators/val-0000/journal/", clientv3.WithPrefix())
+	if err != nil || len(resp.Kvs) == 0 {
+		b.Fatalf("read val-0000's journal: %v (%d entries)", err, len(resp.Kvs))
+	}
+	var n int
+	for _, kv := range resp.Kvs {
+		n += len(kv.Key) + len(kv.Value)
+	}
+	return float64(n) / float64(len(resp.Kvs))
 }
 
 func envString(name, def string) string {

@@ -58,12 +58,14 @@ bench:
 # The signing targets of docs/benchmarks.md, each printed as a TARGET line
 # with its baseline from the same run (strict and lease mode at 1 and 64
 # callers; strict mode on three etcd members in three regions behind
-# delaying proxies, which builds e2e/cmd/fence-etcd). COUNT repeats it;
-# about 2 minutes a count on an idle 2-core machine.
+# delaying proxies, which builds e2e/cmd/fence-etcd). COUNT repeats it
+# (each count pairs its own baselines) and prints the load average before
+# each; about 2 minutes a count on a 2-core machine.
 COUNT ?= 1
 bench-signing:
 	$(GO) build -o $(BIN)/fence-etcd ./e2e/cmd/fence-etcd
-	FENCE_ETCD=$(abspath $(BIN))/fence-etcd $(GO) test ./sidecar -run '^$$' -bench 'LeaseMode|StrictMode|StrictRegions' -benchtime 2s -count $(COUNT) -timeout 60m
+	$(GO) test -c -o $(BIN)/sidecar.bench.test ./sidecar
+	cd sidecar && for i in $$(seq $(COUNT)); do uptime; FENCE_ETCD=$(abspath $(BIN))/fence-etcd ../$(BIN)/sidecar.bench.test -test.run '^$$' -test.bench 'LeaseMode|StrictMode|StrictRegions' -test.benchtime 2s -test.timeout 30m || exit 1; done; uptime
 
 # Re-render the committed chart examples in docs/examples after a chart change.
 chart-examples:

@@ -65,7 +65,7 @@ COUNT ?= 1
 bench-signing:
 	$(GO) build -o $(BIN)/fence-etcd ./e2e/cmd/fence-etcd
 	$(GO) test -c -o $(BIN)/sidecar.bench.test ./sidecar
-	cd sidecar && for i in $$(seq $(COUNT)); do uptime; FENCE_ETCD=$(abspath $(BIN))/fence-etcd ../$(BIN)/sidecar.bench.test -test.run '^$$' -test.bench 'LeaseMode|StrictMode|StrictRegions' -test.benchtime 2s -test.timeout 30m || exit 1; done; uptime
+	cd sidecar && for i in $$(seq $(COUNT)); do uptime; FENCE_ETCD=$(abspath $(BIN))/fence-etcd $(abspath $(BIN))/sidecar.bench.test -test.run '^$$' -test.bench 'LeaseMode|StrictMode|StrictRegions' -test.benchtime 2s -test.timeout 30m || exit 1; done; uptime
 
 # Re-render the committed chart examples in docs/examples after a chart change.
 chart-examples:

@@ -48,7 +48,9 @@ func TestBatchesWhatQueued(t *testing.T) {
 	for i := range 5 {
 		wg.Go(func() { results[i], errs[i] = q.Do(ctx, []int{1, 2, 3, 4, -1}[i]) })
 	}
-	time.Sleep(50 * time.Millisecond) // all five queued behind the gate
+	for len(q.ch) < 4 { // the first is taken; the other four queued behind the gate
+		runtime.Gosched()
+	}
 	close(gate)
 	wg.Wait()
 	total := 0

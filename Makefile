@@ -7,7 +7,7 @@ export GOFLAGS
 # command fetches this toolchain from the module proxy (about 10 s, once).
 export GOTOOLCHAIN := go1.27.3
 
-.PHONY: build test test-short tools demo lint bench clean chart-examples vulncheck image
+.PHONY: build test test-short tools demo lint bench bench-signing clean chart-examples vulncheck image
 
 build:
 	$(GO) build -o $(BIN)/ ./coordinator/cmd/... ./sidecar/cmd/... ./internal/drill/cmd/fence-drill
@@ -55,6 +55,18 @@ lint:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./...
+
+# The signing targets of docs/benchmarks.md, each printed as a TARGET line
+# with its baseline from the same run (strict and lease mode at 1 and 64
+# callers; strict mode on three etcd members in three regions behind
+# delaying proxies, which builds e2e/cmd/fence-etcd). COUNT repeats it
+# (each count pairs its own baselines) and prints the load average before
+# each; about 2 minutes a count on a 2-core machine.
+COUNT ?= 1
+bench-signing:
+	$(GO) build -o $(BIN)/fence-etcd ./e2e/cmd/fence-etcd
+	$(GO) test -c -o $(BIN)/sidecar.bench.test ./sidecar
+	cd sidecar && for i in $$(seq $(COUNT)); do uptime; FENCE_ETCD=$(abspath $(BIN))/fence-etcd $(abspath $(BIN))/sidecar.bench.test -test.run '^$$' -test.bench 'LeaseMode|StrictMode|StrictRegions' -test.benchtime 2s -test.timeout 30m || exit 1; done; uptime
 
 # Re-render the committed chart examples in docs/examples after a chart change.
 chart-examples:

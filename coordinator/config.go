@@ -49,6 +49,11 @@ type Config struct {
 	// EtcdTimeout bounds each etcd round trip (default 5s); a write not
 	// committed by then fails closed with no_quorum.
 	EtcdTimeout time.Duration
+	// EtcdMemberHolders maps etcd member names to holders
+	// (member=holder,...): the coordinator then moves the etcd leader to a
+	// member of the holder with the most active epochs, so a signature
+	// costs one quorum write from where it is signed (empty: never moves).
+	EtcdMemberHolders string
 	// TLSCert and TLSKey serve HTTPS (required off loopback).
 	TLSCert, TLSKey string
 	// LogJSON logs JSON lines; LogLevel is trace, debug, info (default),
@@ -108,6 +113,7 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.EtcdKey, "etcd-key", "", "client key for etcd")
 	fs.StringVar(&c.EtcdPrefix, "etcd-prefix", "/fencing/", "key prefix of all fencing state in etcd")
 	fs.DurationVar(&c.EtcdTimeout, "etcd-timeout", 5*time.Second, "bound on each etcd round trip; a write not committed by then fails closed")
+	fs.StringVar(&c.EtcdMemberHolders, "etcd-member-holders", "", "which holder (region) each etcd member is in, member=holder,... (etcd member names): after grants the coordinator moves the etcd leader to a member of the holder with the most active epochs, so a strict-mode signature costs one quorum write from where it is signed; empty: the leader is never moved")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "serve HTTPS with this certificate (needed where traffic leaves the pod)")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "key of --tls-cert")
 	fs.BoolVar(&c.LogJSON, "log-json", false, "log JSON lines instead of text")
@@ -145,6 +151,14 @@ func (c *Config) Validate() error {
 	for _, ep := range c.EtcdEndpoints {
 		if !strings.HasPrefix(ep, "http://") && !strings.HasPrefix(ep, "https://") {
 			errs = append(errs, fmt.Errorf("--etcd-endpoints %q must start with http:// or https://", ep))
+		}
+	}
+	if c.EtcdMemberHolders != "" {
+		if _, err := ParseMemberHolders(c.EtcdMemberHolders); err != nil {
+			errs = append(errs, err)
+		}
+		if c.EmbeddedEtcd != "" {
+			errs = append(errs, errors.New("--etcd-member-holders needs --etcd-endpoints: the embedded etcd is one member, whose leader cannot move"))
 		}
 	}
 	if (c.EtcdCert == "") != (c.EtcdKey == "") {

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -20,6 +21,8 @@ type Metrics struct {
 	requests     *prometheus.CounterVec
 	transitions  *prometheus.CounterVec
 	bumpDuration prometheus.Histogram
+	// afterGrant, when set, is told of each grant (LeaderPlacement).
+	afterGrant atomic.Pointer[func()]
 }
 
 // NewMetrics registers the coordinator's counters on reg.
@@ -52,6 +55,9 @@ func (m *Metrics) Transition(ev fencing.Event) {
 	m.transitions.WithLabelValues(string(ev.Kind), "ok").Inc()
 	if ev.Kind == fencing.EventGrant && !ev.BumpStartedAt.IsZero() {
 		m.bumpDuration.Observe(ev.At.Sub(ev.BumpStartedAt).Seconds())
+	}
+	if f := m.afterGrant.Load(); f != nil && ev.Kind == fencing.EventGrant {
+		(*f)()
 	}
 }
 

@@ -71,6 +71,11 @@ func Run(ctx context.Context, cfg Config, lg hclog.Logger) error {
 	opts := store.Options{Prefix: cfg.EtcdPrefix, Logger: lg.Named("store"), RequestTimeout: cfg.EtcdTimeout, Registerer: reg, OnTransition: m.Transition}
 	sopts := ServerOptions{ClientCerts: cfg.ClientCA != "", Metrics: m, Logger: lg, MaxWatchWait: cfg.MaxWatchWait, ReconcileInterval: cfg.ReconcileInterval, SessionTTL: cfg.SessionTTL, JournalRetention: cfg.JournalRetention, Registry: reg}
 
+	if cfg.EtcdMemberHolders != "" {
+		holders, _ := ParseMemberHolders(cfg.EtcdMemberHolders) // checked by Validate
+		sopts.Leaders = &LeaderPlacement{Holders: holders, Logger: lg.Named("leader"), Dial: func(ep string) (*clientv3.Client, error) { return etcdClient(cfg, []string{ep}, lg.Named("etcd")) }}
+	}
+
 	modes := cfg.operatorModes()
 	if slices.Contains(modes, OperatorAuthToken) {
 		if sopts.OperatorToken, err = readOperatorToken(cfg.OperatorTokenFile); err != nil {

@@ -36,6 +36,9 @@ type ServerOptions struct {
 	SessionTTL        time.Duration // default 10s
 	JournalRetention  uint64        // heights kept below the watermark; 0 keeps all
 	Registry          *prometheus.Registry
+	// Leaders, when set, keeps the etcd leader in the region holding most
+	// active epochs (leader.go).
+	Leaders *LeaderPlacement
 	// Metrics, registered on Registry, whose Transition the store calls
 	// (store.Options.OnTransition); nil registers new ones, which then count
 	// no transitions.
@@ -69,10 +72,20 @@ func NewServer(st *store.Store, o ServerOptions) (*Server, error) {
 	if err := o.Registry.Register(&stateCollector{st: st, lg: o.Logger}); err != nil {
 		return nil, err
 	}
-	return &Server{
+	s := &Server{
 		st: st, journaler: st.NewJournaler(24), reconciler: newReconciler(st, o.Logger.Named("reconciler"), o.ReconcileInterval, int(o.SessionTTL/time.Second)),
 		auth: o.Auth, clientCerts: o.ClientCerts, operatorToken: o.OperatorToken, operatorReviewer: o.OperatorReviewer, lg: o.Logger, maxWait: o.MaxWatchWait, metrics: m, gatherer: o.Registry, retention: o.JournalRetention,
-	}, nil
+	}
+	if o.Leaders != nil {
+		p := *o.Leaders
+		if p.Logger == nil {
+			p.Logger = o.Logger.Named("leader")
+		}
+		s.leaders = newLeaderFollower(p)
+		kick := s.leaders.granted
+		m.afterGrant.Store(&kick)
+	}
+	return s, nil
 }
 
 // Start runs the journal's group commit and the reconciler until ctx ends;
@@ -86,6 +99,9 @@ func (s *Server) Start(ctx context.Context) <-chan struct{} {
 		wg.Go(func() { s.reconciler.run(ctx) })
 		if s.retention > 0 {
 			wg.Go(func() { s.pruneJournals(ctx) })
+		}
+		if s.leaders != nil {
+			wg.Go(func() { s.leaders.run(ctx, s.st) })
 		}
 		wg.Wait()
 	}()
@@ -106,6 +122,7 @@ type Server struct {
 	metrics          *Metrics
 	gatherer         prometheus.Gatherer
 	retention        uint64
+	leaders          *leaderFollower
 }
 
 // pruneJournals applies the journal retention every minute. Replicas may
@@ -331,9 +348,10 @@ func (s *Server) watchEpoch(w http.ResponseWriter, r *http.Request) {
 	api.WriteJSON(w, http.StatusOK, api.EpochResponse{Epoch: ep, Revision: rev})
 }
 
-// journalBatch journals the requests of several validators at once: each is
-// authorized and committed on its own (the Journaler puts concurrent ones in
-// one transaction) and answered in order.
+// journalBatch journals the requests of several validators at once (one
+// sidecar's batch): the caller is authenticated once, each request is
+// validated and authorized once, here at the edge, and the valid ones go to
+// the Journaler's group commit together; each is answered in order.
 func (s *Server) journalBatch(w http.ResponseWriter, r *http.Request) {
 	var req api.JournalBatchRequest
 	if err := api.DecodeJSON(w, r, &req); err != nil {
@@ -349,34 +367,48 @@ func (s *Server) journalBatch(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, "journal", err)
 		return
 	}
+	entries, errs := s.journalAll(r.Context(), id, authOn, req.Requests)
 	out := api.JournalBatchResponse{Results: make([]api.JournalResult, len(req.Requests))}
-	var wg sync.WaitGroup
-	for i, jr := range req.Requests {
-		wg.Go(func() {
-			e, err := s.journalAs(r.Context(), id, authOn, jr)
-			if err != nil {
-				s.metrics.result("journal", fencing.CodeOf(err))
-				body := api.ErrorBody(err)
-				out.Results[i].Error = &body
-				return
-			}
-			s.metrics.result("journal", "ok")
-			out.Results[i].Entry = &e
-		})
+	for i, err := range errs {
+		if err != nil {
+			s.metrics.result("journal", fencing.CodeOf(err))
+			body := api.ErrorBody(err)
+			out.Results[i].Error = &body
+			continue
+		}
+		s.metrics.result("journal", "ok")
+		out.Results[i].Entry = &entries[i]
 	}
-	wg.Wait()
 	api.WriteJSON(w, http.StatusOK, out)
 }
 
-// journalAs journals jr for the sidecar id (when authentication is on): the
-// lease must be id's own.
-func (s *Server) journalAs(ctx context.Context, id fencing.Identity, authOn bool, jr fencing.JournalRequest) (fencing.JournalEntry, error) {
-	if authOn {
-		if err := id.Permits(jr.Lease.Holder, jr.Lease.Sidecar, jr.Lease.Validator); err != nil {
-			return fencing.JournalEntry{}, err
+// journalAll journals rs for the sidecar id (when authentication is on):
+// each request must be valid and its lease id's own (Identity.Permits); the
+// others are refused alone and never reach the store.
+func (s *Server) journalAll(ctx context.Context, id fencing.Identity, authOn bool, rs []fencing.JournalRequest) ([]fencing.JournalEntry, []error) {
+	entries, errs := make([]fencing.JournalEntry, len(rs)), make([]error, len(rs))
+	valid := make([]store.ValidJournalRequest, 0, len(rs))
+	at := make([]int, 0, len(rs))
+	for i, jr := range rs {
+		if authOn {
+			if errs[i] = id.Permits(jr.Lease.Holder, jr.Lease.Sidecar, jr.Lease.Validator); errs[i] != nil {
+				continue
+			}
 		}
+		v, err := store.ValidateJournalRequest(jr)
+		if errs[i] = err; err != nil {
+			continue
+		}
+		valid, at = append(valid, v), append(at, i)
 	}
-	return s.journaler.Journal(ctx, jr)
+	if len(valid) == 0 {
+		return entries, errs
+	}
+	es, jerrs := s.journaler.JournalAll(ctx, valid)
+	for k, i := range at {
+		entries[i], errs[i] = es[k], jerrs[k]
+	}
+	return entries, errs
 }
 
 // Server timeouts (Run): a request's headers and body must arrive within
@@ -508,6 +540,6 @@ func (s *Server) journal(r *http.Request, req fencing.JournalRequest) (any, erro
 	if err != nil {
 		return nil, err
 	}
-	e, err := s.journalAs(r.Context(), id, authOn, req)
-	return api.JournalResponse{Entry: e}, err
+	es, errs := s.journalAll(r.Context(), id, authOn, []fencing.JournalRequest{req})
+	return api.JournalResponse{Entry: es[0]}, errs[0]
 }

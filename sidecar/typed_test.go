@@ -52,9 +52,11 @@ type surfaceRig struct {
 }
 
 type rigOptions struct {
-	mode       Mode          // default strict
-	validators int           // default 1
-	ttl        time.Duration // lease TTL; default 3s, so that a bump of a lease that is not released waits little
+	mode       Mode                   // default strict
+	validators int                    // default 1
+	ttl        time.Duration          // lease TTL; default 3s, so that a bump of a lease that is not released waits little
+	coord      fencetest.Options      // the coordinator started for the rig
+	existing   *fencetest.Coordinator // or one already running
 }
 
 const rigHolder = "region-a"
@@ -70,7 +72,10 @@ func newSurfaceRig(t testing.TB, o rigOptions) *surfaceRig {
 	if o.ttl == 0 {
 		o.ttl = 3 * time.Second
 	}
-	r := &surfaceRig{coord: fencetest.Start(t, fencetest.Options{})}
+	r := &surfaceRig{coord: o.existing}
+	if r.coord == nil {
+		r.coord = fencetest.Start(t, o.coord)
+	}
 	dir := t.TempDir()
 	cfg := Config{
 		Coordinator: flagenv.List{r.coord.URL}, Holder: rigHolder, Name: "sidecar-a", Listen: "127.0.0.1:0",

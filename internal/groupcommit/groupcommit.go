@@ -50,6 +50,40 @@ func (q *Queue[Req, Res]) Do(ctx context.Context, req Req) (Res, error) {
 	}
 }
 
+// DoAll submits every request of reqs at once and waits for all their
+// answers: res[i] and errs[i] answer reqs[i]. One caller's requests reach
+// the committer together, so a committer that takes what has queued commits
+// them in one group, and the caller needs no goroutine per request. Those
+// not answered when ctx ends get ctx's error, with Do's meaning: unknown.
+func (q *Queue[Req, Res]) DoAll(ctx context.Context, reqs []Req) (res []Res, errs []error) {
+	res, errs = make([]Res, len(reqs)), make([]error, len(reqs))
+	items := make([]Item[Req, Res], len(reqs))
+	sent := 0
+submit:
+	for i := range items {
+		items[i] = Item[Req, Res]{Ctx: ctx, Req: reqs[i], done: make(chan struct{})}
+		select {
+		case q.ch <- &items[i]:
+			sent++
+		case <-ctx.Done():
+			break submit
+		}
+	}
+	for i := range items {
+		if i >= sent {
+			errs[i] = ctx.Err()
+			continue
+		}
+		select {
+		case <-items[i].done:
+			res[i], errs[i] = items[i].res, items[i].err
+		case <-ctx.Done():
+			errs[i] = ctx.Err()
+		}
+	}
+	return res, errs
+}
+
 // Next waits for the next item, or returns false when ctx ends.
 func (q *Queue[Req, Res]) Next(ctx context.Context) (*Item[Req, Res], bool) {
 	select {
@@ -59,6 +93,10 @@ func (q *Queue[Req, Res]) Next(ctx context.Context) (*Item[Req, Res], bool) {
 		return nil, false
 	}
 }
+
+// Waiting is the channel Next receives from, for a committer that waits
+// for other events too.
+func (q *Queue[Req, Res]) Waiting() <-chan *Item[Req, Res] { return q.ch }
 
 // TryNext returns an item already waiting, without blocking.
 func (q *Queue[Req, Res]) TryNext() (*Item[Req, Res], bool) {

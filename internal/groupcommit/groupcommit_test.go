@@ -3,6 +3,7 @@ package groupcommit
 import (
 	"context"
 	"errors"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -47,7 +48,9 @@ func TestBatchesWhatQueued(t *testing.T) {
 	for i := range 5 {
 		wg.Go(func() { results[i], errs[i] = q.Do(ctx, []int{1, 2, 3, 4, -1}[i]) })
 	}
-	time.Sleep(50 * time.Millisecond) // all five queued behind the gate
+	for len(q.ch) < 4 { // the first is taken; the other four queued behind the gate
+		runtime.Gosched()
+	}
 	close(gate)
 	wg.Wait()
 	total := 0
@@ -73,5 +76,60 @@ func TestDoHonoursContext(t *testing.T) {
 	defer cancel()
 	if _, err := q.Do(ctx, 1); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Do with no committer = %v, want the deadline", err)
+	}
+}
+
+// DoAll's requests reach the committer together and each gets its own
+// answer, in order.
+func TestDoAllSubmitsTogether(t *testing.T) {
+	q := New[int, int](16)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sizes := make(chan int, 1)
+	go func() {
+		it, ok := q.Next(ctx)
+		if !ok {
+			return
+		}
+		for len(q.ch) < 4 { // the rest of the group is queued
+			runtime.Gosched()
+		}
+		batch := []*Item[int, int]{it}
+		for {
+			more, ok := q.TryNext()
+			if !ok {
+				break
+			}
+			batch = append(batch, more)
+		}
+		sizes <- len(batch)
+		for _, b := range batch {
+			if b.Req < 0 {
+				b.Finish(0, errors.New("negative"))
+			} else {
+				b.Finish(b.Req*10, nil)
+			}
+		}
+	}()
+	res, errs := q.DoAll(ctx, []int{1, 2, -3, 4, 5})
+	if n := <-sizes; n != 5 {
+		t.Fatalf("committed in a batch of %d, want 5", n)
+	}
+	for i, want := range []int{10, 20, 0, 40, 50} {
+		if res[i] != want || (errs[i] != nil) != (i == 2) {
+			t.Errorf("DoAll result %d = %d, %v; want %d", i, res[i], errs[i], want)
+		}
+	}
+}
+
+func TestDoAllHonoursContext(t *testing.T) {
+	q := New[int, int](2)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	_, errs := q.DoAll(ctx, []int{1, 2, 3}) // no committer; the third does not fit
+	for i, err := range errs {
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("DoAll with no committer: result %d = %v, want the deadline", i, err)
+		}
 	}
 }

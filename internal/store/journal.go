@@ -132,11 +132,30 @@ func (s *Store) JournalEntries(ctx context.Context, id fencing.ValidatorID) ([]f
 	return out, nil
 }
 
+// ValidJournalRequest is a journal request that passed
+// fencing.JournalRequest.Validate: the only kind the Journaler takes, so a
+// request is validated once, where it enters (the coordinator's handler),
+// and never reaches etcd unvalidated.
+type ValidJournalRequest struct{ r fencing.JournalRequest }
+
+// ValidateJournalRequest checks r once for the Journaler.
+func ValidateJournalRequest(r fencing.JournalRequest) (ValidJournalRequest, error) {
+	if err := r.Validate(); err != nil {
+		return ValidJournalRequest{}, err
+	}
+	return ValidJournalRequest{r}, nil
+}
+
+// Request is the validated request.
+func (v ValidJournalRequest) Request() fencing.JournalRequest { return v.r }
+
 // Journaler commits journal requests with group commit: while one
 // transaction is in flight, requests queue; the next transaction carries all
 // of them (one per validator, at most maxBatch) when every compare holds, and
 // falls back to one transaction each when any does not, so every request
-// gets its own answer. Latency at concurrency 1 is one transaction.
+// gets its own answer. Latency at concurrency 1 is one transaction. A batch
+// of requests submitted together (JournalAll: one sidecar's batch) reaches
+// the committer together.
 type Journaler struct {
 	s        *Store
 	maxBatch int
@@ -145,7 +164,7 @@ type Journaler struct {
 
 type pendingJournal = groupcommit.Item[fencing.JournalRequest, fencing.JournalEntry]
 
-// NewJournaler returns a Journaler; Run must be running for Journal to
+// NewJournaler returns a Journaler; Run must be running for JournalAll to
 // return. maxBatch is capped so a batch stays under etcd's default limit of
 // 128 compares per transaction.
 func (s *Store) NewJournaler(maxBatch int) *Journaler {
@@ -155,49 +174,109 @@ func (s *Store) NewJournaler(maxBatch int) *Journaler {
 	return &Journaler{s: s, maxBatch: maxBatch, queue: groupcommit.New[fencing.JournalRequest, fencing.JournalEntry](4096)}
 }
 
-// Journal commits r, batched with concurrent requests of other validators.
-// If ctx ends first the entry may still commit; the caller must not sign.
-func (j *Journaler) Journal(ctx context.Context, r fencing.JournalRequest) (fencing.JournalEntry, error) {
-	if err := r.Validate(); err != nil {
-		return fencing.JournalEntry{}, err
+// JournalAll commits rs together (and with concurrent requests of other
+// callers) and answers each: entries[i] or errs[i]. Requests of one
+// validator in rs are committed one after the other, in rs's order. If ctx
+// ends first, those not yet answered may still commit.
+func (j *Journaler) JournalAll(ctx context.Context, rs []ValidJournalRequest) (entries []fencing.JournalEntry, errs []error) {
+	reqs := make([]fencing.JournalRequest, len(rs))
+	for i, r := range rs {
+		reqs[i] = r.r
 	}
-	return j.queue.Do(ctx, r)
+	return j.queue.DoAll(ctx, reqs)
 }
 
-// Run commits queued requests until ctx ends.
+// journalInFlight is how many journal transactions the Journaler keeps in
+// flight at once (of different validators): etcd puts concurrent proposals
+// in one raft round and one WAL sync, so throughput is not capped at one
+// batch per etcd round trip when the round trip is long (a quorum across
+// regions, a loaded disk). A second one starts only with a full batch.
+const journalInFlight = 4
+
+// Run commits queued requests until ctx ends (and waits for the
+// transactions in flight). A validator is in at most one transaction in
+// flight, and its requests are committed in the order they queued.
 func (j *Journaler) Run(ctx context.Context) {
-	var carry []*pendingJournal
+	var (
+		carry    []*pendingJournal
+		busy     = map[fencing.ValidatorID]bool{} // validators in a transaction in flight
+		free     = journalInFlight
+		released = make(chan []*pendingJournal, journalInFlight)
+		wg       sync.WaitGroup
+	)
+	defer wg.Wait()
+	release := func(batch []*pendingJournal) {
+		for _, p := range batch {
+			delete(busy, p.Req.Lease.Validator)
+		}
+		free++
+	}
 	for {
+		for drained := false; !drained; {
+			select {
+			case b := <-released:
+				release(b)
+			default:
+				drained = true
+			}
+		}
 		var batch []*pendingJournal
-		seen := map[fencing.ValidatorID]bool{}
-		take := func(p *pendingJournal) {
-			if seen[p.Req.Lease.Validator] || len(batch) == j.maxBatch {
-				carry = append(carry, p)
-				return
+		if free > 0 {
+			var rest []*pendingJournal
+			seen := map[fencing.ValidatorID]bool{}
+			take := func(p *pendingJournal) {
+				v := p.Req.Lease.Validator
+				if busy[v] || seen[v] || len(batch) == j.maxBatch {
+					rest = append(rest, p)
+					return
+				}
+				seen[v] = true
+				batch = append(batch, p)
 			}
-			seen[p.Req.Lease.Validator] = true
-			batch = append(batch, p)
-		}
-		prev := carry
-		carry = nil
-		for _, p := range prev {
-			take(p)
-		}
-		if len(batch) == 0 {
-			p, ok := j.queue.Next(ctx)
-			if !ok {
-				return
+			for _, p := range carry {
+				take(p)
 			}
-			take(p)
-		}
-		for len(batch) < j.maxBatch && len(carry) < 4096 {
-			p, ok := j.queue.TryNext()
-			if !ok {
-				break
+			for len(batch) < j.maxBatch && len(rest) < 4096 {
+				p, ok := j.queue.TryNext()
+				if !ok {
+					break
+				}
+				take(p)
 			}
-			take(p)
+			carry = rest
 		}
-		j.commit(ctx, batch)
+		// Start a transaction at once when none is in flight (latency at
+		// concurrency 1 is one transaction); while some are, only a full
+		// batch starts another, so requests keep sharing transactions.
+		if len(batch) > 0 && free < journalInFlight && len(batch) < j.maxBatch {
+			carry = append(batch, carry...) // each validator's requests stay in order
+			batch = nil
+		}
+		if len(batch) > 0 {
+			for _, p := range batch {
+				busy[p.Req.Lease.Validator] = true
+			}
+			free--
+			wg.Go(func() {
+				j.commit(ctx, batch)
+				released <- batch
+			})
+			continue
+		}
+		// Nothing to start: wait for a transaction to end, or for a new
+		// request while one more may start.
+		var next <-chan *pendingJournal
+		if free > 0 {
+			next = j.queue.Waiting()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case b := <-released:
+			release(b)
+		case p := <-next:
+			carry = append(carry, p)
+		}
 	}
 }
 

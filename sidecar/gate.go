@@ -450,8 +450,10 @@ func (g *Gate) validate(ctx context.Context) error {
 		case <-g.proc.exited():
 			reason, detail = "exited", "the validator client exited"
 		case <-check.C:
-			if _, _, _, err := g.usable(); err != nil {
+			if _, _, deadline, err := g.lease.window(); err != nil {
 				reason, detail = leaseReason(err), err.Error()
+			} else if !time.Now().Before(deadline.Add(-g.o.KillBefore)) {
+				reason, detail = "deadline", fmt.Sprintf("no renewal moved the lease's local deadline, %s away (--gate-kill-before %s)", time.Until(deadline).Round(time.Millisecond), g.o.KillBefore)
 			} else if time.Since(lastHead) > g.o.HeadStale {
 				reason, detail = "head-stale", fmt.Sprintf("the client's RPC answered no head for %s", g.o.HeadStale)
 			}

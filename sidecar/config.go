@@ -63,6 +63,7 @@ type Config struct {
 	GateStandbyArgs   string
 	GateKeyFile       string
 	GateKeyFormat     string
+	GatePasswordFile  string
 	GateRPC           string
 	GateKillBefore    time.Duration
 	GatePoll          time.Duration
@@ -96,7 +97,8 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.StringVar(&c.GateValidatorArgs, "gate-validator-args", "", "gate mode: arguments added while the client is the validator (mining, the key file)")
 	fs.StringVar(&c.GateStandbyArgs, "gate-standby-args", "", "gate mode: arguments added while the client follows (its own node key, no mining)")
 	fs.StringVar(&c.GateKeyFile, "gate-key-file", "", "gate mode: where the validator key is written while the client is the validator (mode 0400, on a memory-backed volume)")
-	fs.StringVar(&c.GateKeyFormat, "gate-key-format", KeyFormatHex, "gate mode: hex (Besu --node-private-key-file) or keystore (geth --keystore, needs --password-file)")
+	fs.StringVar(&c.GateKeyFormat, "gate-key-format", KeyFormatHex, "gate mode: hex (Besu --node-private-key-file) or keystore (geth --keystore, needs --gate-password-file)")
+	fs.StringVar(&c.GatePasswordFile, "gate-password-file", "", "gate mode: the password the keystore key file is encrypted with (give the client the same file)")
 	fs.StringVar(&c.GateRPC, "gate-rpc", "", "gate mode: the client's JSON-RPC URL, for its head (eth_blockNumber)")
 	fs.DurationVar(&c.GateKillBefore, "gate-kill-before", time.Second, "gate mode: kill the validator this long before the lease's local deadline")
 	fs.DurationVar(&c.GatePoll, "gate-poll", 500*time.Millisecond, "gate mode: how often to read the client's head")

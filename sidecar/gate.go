@@ -728,7 +728,7 @@ func NewGate(cfg Config, s *Signer, reg prometheus.Registerer, lg hclog.Logger) 
 		w, _ := parseCommand(s) // Validate refused what does not parse
 		return w
 	}
-	key, err := newKeyFile(cfg.GateKeyFile, cfg.GateKeyFormat, v.key, cfg.Keys[0], cfg.PasswordFile)
+	key, err := newKeyFile(cfg.GateKeyFile, cfg.GateKeyFormat, v.key, cfg.GatePasswordFile)
 	if err != nil {
 		return nil, err
 	}
@@ -748,7 +748,7 @@ func NewGate(cfg Config, s *Signer, reg prometheus.Registerer, lg hclog.Logger) 
 func (c *Config) gateProblems() []error {
 	if c.GateExec == "" {
 		var set []string
-		for flag, v := range map[string]string{"--gate-key-file": c.GateKeyFile, "--gate-rpc": c.GateRPC, "--gate-validator-args": c.GateValidatorArgs, "--gate-standby-args": c.GateStandbyArgs} {
+		for flag, v := range map[string]string{"--gate-key-file": c.GateKeyFile, "--gate-rpc": c.GateRPC, "--gate-password-file": c.GatePasswordFile, "--gate-validator-args": c.GateValidatorArgs, "--gate-standby-args": c.GateStandbyArgs} {
 			if v != "" {
 				set = append(set, flag)
 			}
@@ -782,8 +782,8 @@ func (c *Config) gateProblems() []error {
 	switch c.GateKeyFormat {
 	case KeyFormatHex:
 	case KeyFormatKeystore:
-		if c.PasswordFile == "" {
-			errs = append(errs, errors.New("--gate-key-format keystore needs --password-file (the client decrypts the keystore with it)"))
+		if c.GatePasswordFile == "" {
+			errs = append(errs, errors.New("--gate-key-format keystore needs --gate-password-file (the client decrypts the keystore with it)"))
 		}
 	default:
 		errs = append(errs, fmt.Errorf("--gate-key-format %q must be %s (Besu --node-private-key-file) or %s (geth --keystore)", c.GateKeyFormat, KeyFormatHex, KeyFormatKeystore))

@@ -849,7 +849,7 @@ func TestGateConfigProblems(t *testing.T) {
 		{"two keys", func(c *Config) { c.Keys = append(c.Keys, "/keys/other") }, []string{"one --key (got 2)"}},
 		{"bare digest", func(c *Config) { c.BareDigest = true }, []string{"--bare-digest and --gate-exec"}},
 		{"relative key file", func(c *Config) { c.GateKeyFile = "key" }, []string{`--gate-key-file "key" must be an absolute path`}},
-		{"keystore without password", func(c *Config) { c.GateKeyFormat = KeyFormatKeystore }, []string{"needs --password-file"}},
+		{"keystore without password", func(c *Config) { c.GateKeyFormat = KeyFormatKeystore }, []string{"needs --gate-password-file"}},
 		{"unknown format", func(c *Config) { c.GateKeyFormat = "pem" }, []string{`--gate-key-format "pem" must be hex`}},
 		{"no rpc", func(c *Config) { c.GateRPC = "" }, []string{"--gate-rpc"}},
 		{"bad exec", func(c *Config) { c.GateExec = `["besu"` }, []string{"--gate-exec: not a JSON array"}},

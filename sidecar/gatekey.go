@@ -1,7 +1,6 @@
 package sidecar
 
 import (
-	"bytes"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -19,8 +18,9 @@ const (
 	// KeyFormatHex is the private key as 64 hex digits and a newline:
 	// Besu's --node-private-key-file, geth's --nodekey.
 	KeyFormatHex = "hex"
-	// KeyFormatKeystore is a keystore V3 JSON file: geth's --keystore
-	// directory with --unlock and --password.
+	// KeyFormatKeystore is a keystore V3 JSON file encrypted with
+	// --gate-password-file: geth's --keystore directory with --unlock and
+	// --password.
 	KeyFormatKeystore = "keystore"
 )
 
@@ -36,13 +36,11 @@ var _ keyRelease = (*keyFile)(nil)
 
 func (k *keyFile) String() string { return "key file " + k.file }
 
-// newKeyFile prepares the bytes of path in format for key, read from the
-// sidecar's own key file source: a keystore source is copied as it is (the
-// client decrypts it with the same password file), a hex source is
-// encrypted with the password file, with the light scrypt parameters: the
-// client decrypts it at every start, on the bump's path, and the password
-// file lies next to it anyway.
-func newKeyFile(path, format string, key *Key, source, passwordFile string) (*keyFile, error) {
+// newKeyFile prepares the bytes of path in format for key. A keystore is
+// encrypted with passwordFile (--gate-password-file, which the client is
+// given too) and the light scrypt parameters: the client decrypts it at
+// every start, on the bump's path, and the password file lies next to it.
+func newKeyFile(path, format string, key *Key, passwordFile string) (*keyFile, error) {
 	if err := checkMemoryBacked(filepath.Dir(path)); err != nil {
 		return nil, err
 	}
@@ -52,17 +50,9 @@ func newKeyFile(path, format string, key *Key, source, passwordFile string) (*ke
 		b = hex.AppendEncode(b, crypto.FromECDSA(key.priv))
 		return &keyFile{file: path, data: append(b, '\n')}, nil
 	case KeyFormatKeystore:
-		src, err := os.ReadFile(source)
-		if err != nil {
-			return nil, fmt.Errorf("key file: %w", err)
-		}
-		if bytes.HasPrefix(bytes.TrimSpace(src), []byte("{")) {
-			return &keyFile{file: path, data: src}, nil
-		}
-		clear(src)
 		pw, err := os.ReadFile(passwordFile)
 		if err != nil {
-			return nil, fmt.Errorf("password file: %w", err)
+			return nil, fmt.Errorf("--gate-password-file: %w", err)
 		}
 		defer clear(pw)
 		data, err := keystore.EncryptKey(&keystore.Key{Address: key.Address, PrivateKey: key.priv}, strings.TrimRight(string(pw), "\r\n"), keystore.LightScryptN, keystore.LightScryptP)

@@ -237,24 +237,14 @@ func TestKeyFile(t *testing.T) {
 	if err := os.WriteFile(pw, []byte("s3cret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ksJSON, err := keystore.EncryptKey(&keystore.Key{Address: key.Address, PrivateKey: key.priv}, "s3cret", keystore.LightScryptN, keystore.LightScryptP)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ksPath := filepath.Join(t.TempDir(), "validator.json")
-	if err := os.WriteFile(ksPath, ksJSON, 0o600); err != nil {
-		t.Fatal(err)
-	}
 	dir := memoryDir(t)
-	for _, tc := range []struct{ name, format, source string }{
-		{"hex from hex", KeyFormatHex, hexPath},
-		{"keystore from hex", KeyFormatKeystore, hexPath},
-		{"keystore from keystore", KeyFormatKeystore, ksPath},
-		{"hex from keystore", KeyFormatHex, ksPath},
+	for _, tc := range []struct{ name, format string }{
+		{"hex", KeyFormatHex},
+		{"keystore", KeyFormatKeystore},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-"))
-			kf, err := newKeyFile(path, tc.format, key, tc.source, pw)
+			path := filepath.Join(dir, tc.name)
+			kf, err := newKeyFile(path, tc.format, key, pw)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -279,9 +269,6 @@ func TestKeyFile(t *testing.T) {
 					t.Fatalf("keystore key file does not decrypt: %v", err)
 				}
 				got = k.Address.Hex()
-				if tc.source == ksPath && !bytes.Equal(data, ksJSON) {
-					t.Error("a keystore source was not copied as it is")
-				}
 			}
 			if got != addr {
 				t.Fatalf("key file holds %s, want %s", got, addr)
@@ -307,7 +294,7 @@ func TestKeyFile(t *testing.T) {
 	if checkMemoryBacked(disk) == nil {
 		t.Skipf("%s is on tmpfs here: the refusal of a disk cannot be checked", disk)
 	}
-	if _, err := newKeyFile(filepath.Join(disk, "key"), KeyFormatHex, key, hexPath, ""); err == nil || !strings.Contains(err.Error(), "memory-backed") {
+	if _, err := newKeyFile(filepath.Join(disk, "key"), KeyFormatHex, key, ""); err == nil || !strings.Contains(err.Error(), "memory-backed") {
 		t.Fatalf("newKeyFile on a disk = %v, want a refusal naming memory-backed", err)
 	}
 }

@@ -630,17 +630,33 @@ func (g *gateTopo) waitBuilt(region string) seenBlock {
 	return first
 }
 
-// The partitioned bump: region-a (its sidecar, coordinator and etcd
-// member) is cut off from the other regions, and so its sidecar from every
-// coordinator that has a quorum: blackholed (renewals hang until they time
-// out) or dropped (renewals fail at once). Its gate kills geth-a at the
-// kill time or at the first failed renewal, whichever comes first, long
-// before the lease expires in etcd; the operator's bump waits out the lease
-// and grants region-b, whose follower (peered with geth-a over p2p, which
-// the partition does not cut, until geth-a died) is at the watermark.
+// The partitioned bump: region-a's sidecar is cut off from every
+// coordinator, blackholed (renewals hang until they time out) or dropped
+// (refused at once); etcd and the coordinators are untouched, and so is
+// the p2p link between the geth nodes. Its gate kills geth-a at the kill
+// time (no renewal moved the deadline) or at the first failed renewal,
+// whichever comes first, before the lease expires in etcd; the operator's
+// bump waits out the lease and grants region-b, whose follower is at the
+// watermark.
 func TestGatePartitionedBump(t *testing.T) {
 	for _, mode := range []faultproxy.Mode{faultproxy.Blackhole, faultproxy.Drop} {
 		t.Run(mode.String(), func(t *testing.T) { partitionedBump(t, mode) })
+	}
+}
+
+// cutSidecar cuts sidecar p off from every coordinator and from nothing
+// else: p is classified under a region of its own, which is isolated, and
+// the coordinators' open connections are closed, so that p's reconnect and
+// meet the partition (the others reconnect as before).
+func (g *gateTopo) cutSidecar(p *proc, mode faultproxy.Mode) {
+	p.mu.Lock()
+	pid := p.cmd.Process.Pid
+	p.mu.Unlock()
+	region := "cut-" + p.name
+	g.c.pids.Register(pid, faultproxy.Source{Name: p.name, Region: region})
+	g.c.net.Isolate(region, mode)
+	for _, r := range holders {
+		g.c.coord[r].proxies[0].CutAll()
 	}
 }
 
@@ -649,8 +665,8 @@ func partitionedBump(t *testing.T, mode faultproxy.Mode) {
 	g.waitFollowing(5)
 	sa := g.c.sidecar(g.v, regionA)
 	start := time.Now()
-	g.c.net.Isolate(regionA, mode)
-	g.c.logf("region-a isolated (%s)", mode)
+	g.cutSidecar(sa, mode)
+	g.c.logf("%s cut off from the coordinators (%s)", sa.name, mode)
 	killed := g.waitGate(sa, start, 30*time.Second, "validator killed; key file removed")
 	res := g.c.bump(regionA, regionB, nil)
 	if res.Code == -2 {
@@ -660,7 +676,7 @@ func partitionedBump(t *testing.T, mode faultproxy.Mode) {
 	sb := g.c.sidecar(g.v, regionB)
 	started, _ := gateFind(t, sb, start, "client started", "role", "validator")
 	g.c.net.Heal()
-	t.Logf("partitioned bump with the gate: isolation to region-a's kill %s (reason %s); bump until active on region-b %s; isolation to region-b's validator start %s, to its first block (seen) %s",
+	t.Logf("partitioned bump with the gate: cut to region-a's kill %s (reason %s); bump until active on region-b %s; cut to region-b's validator start %s, to its first block (seen) %s",
 		killed.At.Sub(start).Round(time.Millisecond), killed.KV["reason"], res.Took.Round(time.Millisecond), started.At.Sub(start).Round(time.Millisecond), first.Seen.Sub(start).Round(time.Millisecond))
 	// Whichever comes first: the kill time (no renewal moved the deadline)
 	// or the first failed renewal (lease mode suspends the lease).
@@ -918,5 +934,8 @@ func (g *gateTopo) explainFailure() {
 			g.t.Logf("  %s", e.Line)
 		}
 		g.t.Logf("%s log tail:%s", p.name, p.logTail(30))
+	}
+	for _, p := range append(g.c.etcdProcs(), g.c.coord[regionA], g.c.coord[regionB]) {
+		g.t.Logf("%s log tail:%s", p.name, p.logTail(15))
 	}
 }

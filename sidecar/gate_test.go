@@ -3,7 +3,10 @@ package sidecar
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -15,10 +18,12 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"sigs.k8s.io/yaml"
 
 	"github.com/validator-fencing/fencing/internal/api"
 	"github.com/validator-fencing/fencing/internal/fencetest"
 	"github.com/validator-fencing/fencing/internal/fencing"
+	"github.com/validator-fencing/fencing/internal/flagenv"
 )
 
 // trace is the ordered record of what the gate did to its fakes, with times.
@@ -869,5 +874,53 @@ func TestGateConfigProblems(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The Besu example (docs/examples/besu-qbft-gate.yaml) gives fence-sidecar
+// a configuration it accepts, with Besu's command line as the gate's.
+func TestBesuGateExampleIsValid(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "docs", "examples", "besu-qbft-gate.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var args []string
+	for _, doc := range strings.Split(string(b), "\n---\n") {
+		var o struct {
+			Kind string `json:"kind"`
+			Spec struct {
+				Template struct {
+					Spec struct {
+						Containers []struct {
+							Command []string `json:"command"`
+							Args    []string `json:"args"`
+						} `json:"containers"`
+					} `json:"spec"`
+				} `json:"template"`
+			} `json:"spec"`
+		}
+		if err := yaml.Unmarshal([]byte(doc), &o); err != nil {
+			t.Fatal(err)
+		}
+		if o.Kind == "StatefulSet" {
+			c := o.Spec.Template.Spec.Containers[0]
+			if len(c.Command) != 1 || filepath.Base(c.Command[0]) != "fence-sidecar" {
+				t.Fatalf("the container's command is %q, want fence-sidecar as the entrypoint", c.Command)
+			}
+			args = c.Args
+		}
+	}
+	var cfg Config
+	fs := flag.NewFlagSet("fence-sidecar", flag.ContinueOnError)
+	cfg.Flags(fs)
+	if _, err := flagenv.Parse(fs, args, nil); err != nil {
+		t.Fatalf("the example's arguments do not parse: %v", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("the example's configuration is refused: %v", err)
+	}
+	argv, _ := parseCommand(cfg.GateExec)
+	if len(argv) < 2 || argv[0] != "/opt/besu/bin/besu" || cfg.GateKeyFormat != KeyFormatHex || !strings.HasSuffix(cfg.GateValidatorArgs, "="+cfg.GateKeyFile) {
+		t.Errorf("gate: exec %q, format %s, validator args %q, key file %s; want Besu reading the hex key file the gate writes", argv, cfg.GateKeyFormat, cfg.GateValidatorArgs, cfg.GateKeyFile)
 	}
 }

@@ -143,8 +143,11 @@ type clientProcess interface {
 	exited() <-chan struct{}
 	// signal sends sig to every process of the group.
 	signal(sig syscall.Signal) error
-	// gone reports whether no process of the group is left.
+	// gone reports whether no process of the group is left that can run.
 	gone() (bool, error)
+	// release lets the group's id go once it is gone; the group is never
+	// signalled after it.
+	release()
 }
 
 // keyRelease writes and removes the key file the client reads.
@@ -565,6 +568,7 @@ func (g *Gate) reap(sig syscall.Signal) error {
 	if sig == syscall.SIGTERM {
 		_ = p.signal(syscall.SIGTERM)
 		if g.waitGone(p, g.o.StopTimeout) {
+			p.release()
 			g.proc = nil
 			return nil
 		}
@@ -576,6 +580,7 @@ func (g *Gate) reap(sig syscall.Signal) error {
 	if !g.waitGone(p, g.o.KillWait) {
 		return g.fail(fmt.Errorf("process group %d is not gone %s after SIGKILL", p.pid(), g.o.KillWait))
 	}
+	p.release()
 	g.proc = nil
 	return nil
 }
@@ -593,7 +598,7 @@ func (g *Gate) waitGone(p clientProcess, within time.Duration) bool {
 			}
 			return false
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -210,6 +210,8 @@ func (p *fakeProc) exit() {
 	}
 }
 
+func (p *fakeProc) release() { p.tr.add("reaped %s", p.role) }
+
 func (p *fakeProc) gone() (bool, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -1,14 +1,18 @@
 package sidecar
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
+	"unsafe"
 )
 
 // groupLauncher starts the client as a child of the sidecar, in a process
@@ -16,7 +20,7 @@ import (
 // PR_SET_PDEATHSIG set to SIGKILL: if the sidecar dies (kill -9, the OOM
 // killer), the kernel kills the client it started. The sidecar is the
 // client's child subreaper, so orphans of the group are reparented to it
-// and reaped here: their zombies never keep the group from being gone.
+// and reaped here.
 type groupLauncher struct {
 	path     string // argv[0] resolved
 	argv     []string
@@ -59,18 +63,33 @@ func (l *groupLauncher) launch(role gateRole) (clientProcess, error) {
 }
 
 // groupProcess is one run of the client: leader is its pid and its process
-// group's id.
+// group's id. The leader is reaped only by release, once the gate is done
+// with the group: until then its zombie keeps the group's id from being
+// reused (pid_max can be as low as 32768), so a signal to the group never
+// reaches another program's processes.
 type groupProcess struct {
 	leader int
 	done   chan struct{}
+
+	mu       sync.Mutex
+	released bool
 }
 
 var _ clientProcess = (*groupProcess)(nil)
 
-// run starts the client and reaps every child of the sidecar in its group
-// until none is left. PR_SET_PDEATHSIG fires when the thread that forked the
-// child ends, not the process (go.dev/issue/27505): the fork happens on a
-// locked thread that lives until the group is reaped.
+// Constants of waitid(2) (linux/wait.h).
+const (
+	pPID     = 1
+	wExited  = 0x4
+	wNoWait  = 0x1000000
+	wNoHang  = 0x1
+	siginfoN = 128 // sizeof(siginfo_t)
+)
+
+// run starts the client and waits, without reaping it, until the leader
+// exits. PR_SET_PDEATHSIG fires when the thread that forked the child ends,
+// not the process (go.dev/issue/27505): the fork happens on a locked thread
+// that lives as long as the leader.
 func (p *groupProcess) run(path string, argv, env []string, started chan<- error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -90,48 +109,92 @@ func (p *groupProcess) run(path string, argv, env []string, started chan<- error
 		return
 	}
 	p.leader = proc.Pid
-	_ = proc.Release() // reaped below, by process group
+	_ = proc.Release() // reaped by release
 	started <- nil
-	leaderDone := false
+	var info [siginfoN]byte
 	for {
-		var ws syscall.WaitStatus
-		pid, err := syscall.Wait4(-p.leader, &ws, 0, nil)
-		if errors.Is(err, syscall.EINTR) {
-			continue
-		}
-		if err != nil { // ECHILD: no child of the sidecar is left in the group
+		_, _, e := syscall.Syscall6(syscall.SYS_WAITID, pPID, uintptr(p.leader), uintptr(unsafe.Pointer(&info[0])), wExited|wNoWait, 0, 0)
+		if e != syscall.EINTR {
 			break
 		}
-		if pid == p.leader {
-			leaderDone = true
-			close(p.done)
-		}
 	}
-	if !leaderDone {
-		close(p.done)
-	}
+	close(p.done)
 }
 
 func (p *groupProcess) pid() int                { return p.leader }
 func (p *groupProcess) exited() <-chan struct{} { return p.done }
 
 func (p *groupProcess) signal(sig syscall.Signal) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.released {
+		return fmt.Errorf("process group %d was released", p.leader)
+	}
 	if err := syscall.Kill(-p.leader, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("signal %s to process group %d: %w", sig, p.leader, err)
 	}
 	return nil
 }
 
-// gone asks the kernel whether any process of the group is left (zombies
-// count until they are reaped).
+// gone reports whether no process of the group is left but zombies (which
+// run nothing). It reaps the zombies of the group that are the sidecar's
+// children (orphans reparented to it), except the leader.
 func (p *groupProcess) gone() (bool, error) {
-	switch err := syscall.Kill(-p.leader, 0); {
-	case errors.Is(err, syscall.ESRCH):
-		return true, nil
-	case err != nil:
-		return false, fmt.Errorf("process group %d: %w", p.leader, err)
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return false, err
 	}
-	return false, nil
+	self := os.Getpid()
+	gone := true
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		state, ppid, pgrp, ok := procStat(pid)
+		if !ok || pgrp != p.leader {
+			continue
+		}
+		if state != 'Z' {
+			gone = false
+		} else if ppid == self && pid != p.leader {
+			var ws syscall.WaitStatus
+			_, _ = syscall.Wait4(pid, &ws, wNoHang, nil)
+		}
+	}
+	return gone, nil
+}
+
+// release reaps the leader once the group is gone; the group's id may then
+// be reused and the group is never signalled again.
+func (p *groupProcess) release() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.released {
+		p.released = true
+		var ws syscall.WaitStatus
+		_, _ = syscall.Wait4(p.leader, &ws, 0, nil)
+	}
+}
+
+// procStat reads the state, parent and process group of pid from
+// /proc/<pid>/stat ("pid (comm) S ppid pgrp ...", comm may hold anything).
+func procStat(pid int) (state byte, ppid, pgrp int, ok bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, 0, 0, false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return 0, 0, 0, false
+	}
+	f := strings.Fields(string(b[i+2:]))
+	if len(f) < 3 || len(f[0]) != 1 {
+		return 0, 0, 0, false
+	}
+	ppid, err1 := strconv.Atoi(f[1])
+	pgrp, err2 := strconv.Atoi(f[2])
+	return f[0][0], ppid, pgrp, err1 == nil && err2 == nil
 }
 
 // File system magic numbers (linux/magic.h) of memory-backed file systems.

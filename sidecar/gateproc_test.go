@@ -168,6 +168,12 @@ func TestGroupProcessKillReapsTheWholeGroup(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	t.Logf("group of %d processes gone %s after SIGKILL", len(pids), time.Since(start).Round(time.Microsecond))
+	// The leader is a zombie until the release: the group's id cannot be
+	// reused meanwhile.
+	if state, _, _, ok := procStat(p.pid()); !ok || state != 'Z' {
+		t.Errorf("leader %d before the release: state %q (%v), want a zombie", p.pid(), state, ok)
+	}
+	p.release()
 	for _, pid := range pids {
 		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
 			t.Errorf("process %d of the group still exists (kill 0: %v)", pid, err)

@@ -466,7 +466,7 @@ func TestGateKillsBeforeTheLeaseIsReleased(t *testing.T) {
 	released := r.lease.revoke()
 	r.chain.setHead(8) // reached between two polls: only the last poll before SIGKILL sees it
 	<-released
-	r.tr.inOrder(t, "SIGKILL validator", "gone validator", "key removed", "unlock", "released")
+	r.tr.inOrder(t, "SIGKILL validator", "gone validator", "reaped validator", "key removed", "unlock", "released")
 	if i, _ := r.tr.at("SIGKILL validator", mark); i < 0 {
 		t.Fatal("no SIGKILL after the revoke")
 	}

@@ -156,7 +156,11 @@ func newGateTopo(t *testing.T, o gateTopoOptions) *gateTopo {
 		g.nodes[regionA].peers = []*gateNode{g.nodes[regionB]}
 		g.nodes[regionB].peers = []*gateNode{g.nodes[regionA]}
 	}
-	g.c = newCluster(t, clusterOptions{Mode: "lease", NoWorkload: true, Seed: 7, SidecarArgs: g.sidecarArgs})
+	// TTL 9s: renewals time out after the renew interval (3s), and in lease
+	// mode the first failed renewal kills the validator; on a loaded 2-core
+	// machine etcd and the coordinator took over 1s (TTL 3s) often enough to
+	// make the gate restart geth for nothing.
+	g.c = newCluster(t, clusterOptions{Mode: "lease", TTL: 9 * time.Second, NoWorkload: true, Seed: 7, SidecarArgs: g.sidecarArgs})
 	g.v = g.c.vals[0]
 	t.Cleanup(g.explainFailure)
 	g.w = watchChains(t, crypto.PubkeyToAddress(g.v.key.PublicKey), g.nodes[regionA], g.nodes[regionB])
@@ -186,7 +190,7 @@ func (g *gateTopo) sidecarArgs(v *validator, region string) []string {
 	return []string{
 		"--gate-exec", j(exec), "--gate-validator-args", j(validatorArgs),
 		"--gate-key-file", n.keyFile(), "--gate-key-format", "keystore", "--gate-password-file", n.password,
-		"--gate-rpc", n.url(), "--gate-kill-before", "500ms", "--gate-poll", "100ms", "--gate-stop-timeout", "20s", "--gate-head-stale", "20s",
+		"--gate-rpc", n.url(), "--gate-kill-before", "1s", "--gate-poll", "100ms", "--gate-stop-timeout", "20s", "--gate-head-stale", "20s",
 	}
 }
 

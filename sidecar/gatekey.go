@@ -89,9 +89,10 @@ func (k *keyFile) write() error {
 	}
 	if err != nil {
 		_ = os.Remove(tmp)
-		return err
 	}
-	return syncDir(filepath.Dir(k.file))
+	// No fsync of the directory: the file is on tmpfs, and must not outlive
+	// the machine anyway.
+	return err
 }
 
 // remove deletes the file (and a temporary one) and confirms it is gone.

@@ -332,6 +332,7 @@ type gateRig struct {
 type gateRigOptions struct {
 	floor      uint64
 	head       uint64
+	poll       time.Duration // head polls; default 10ms
 	deadline   time.Duration // from now; default an hour
 	killBefore time.Duration // default 300ms
 	journal    func(*LocalJournal) headJournal
@@ -364,7 +365,10 @@ func newGateRig(t *testing.T, o gateRigOptions) *gateRig {
 	if o.setup != nil {
 		o.setup(r)
 	}
-	opts := gateOptions{KillBefore: o.killBefore, Poll: 10 * time.Millisecond, Check: 2 * time.Millisecond, StopTimeout: 200 * time.Millisecond, KillWait: 300 * time.Millisecond, HeadStale: 5 * time.Second, RPCTimeout: 100 * time.Millisecond}
+	if o.poll == 0 {
+		o.poll = 10 * time.Millisecond
+	}
+	opts := gateOptions{KillBefore: o.killBefore, Poll: o.poll, Check: 2 * time.Millisecond, StopTimeout: 200 * time.Millisecond, KillWait: 300 * time.Millisecond, HeadStale: 5 * time.Second, RPCTimeout: 100 * time.Millisecond}
 	if r.g, err = newGate("val-1", "a-0", r.lease, j, r.chain, r.l, r.key, opts, prometheus.NewRegistry(), hclog.NewNullLogger()); err != nil {
 		t.Fatal(err)
 	}
@@ -457,14 +461,13 @@ func TestGateStartsTheValidatorOnlyAtTheFloor(t *testing.T) {
 // file removed before the signing lock lets K4 release the lease; the last
 // head poll before SIGKILL is in the reported watermark.
 func TestGateKillsBeforeTheLeaseIsReleased(t *testing.T) {
-	r := newGateRig(t, gateRigOptions{head: 3})
+	// No regular head poll in the test's time: only the last poll before
+	// SIGKILL can journal head 8.
+	r := newGateRig(t, gateRigOptions{head: 3, poll: time.Hour})
 	r.toValidator()
-	r.chain.setHead(7)
-	r.waitFor("head 7 journaled", func() bool { w := r.journal.Watermark(); return w != nil && w.Height == 7 })
+	r.chain.setHead(8)
 	mark := r.tr.len()
-	r.lease.floor = nil
 	released := r.lease.revoke()
-	r.chain.setHead(8) // reached between two polls: only the last poll before SIGKILL sees it
 	<-released
 	r.tr.inOrder(t, "SIGKILL validator", "gone validator", "reaped validator", "key removed", "unlock", "released")
 	if i, _ := r.tr.at("SIGKILL validator", mark); i < 0 {

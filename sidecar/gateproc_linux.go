@@ -82,8 +82,8 @@ const (
 	pPID     = 1
 	wExited  = 0x4
 	wNoWait  = 0x1000000
-	wNoHang  = 0x1
-	siginfoN = 128 // sizeof(siginfo_t)
+	wAll     = 0x40000000 // __WALL: whatever signal the child's exit sends its new parent
+	siginfoN = 128        // sizeof(siginfo_t)
 )
 
 // run starts the client and waits, without reaping it, until the leader
@@ -136,65 +136,135 @@ func (p *groupProcess) signal(sig syscall.Signal) error {
 	return nil
 }
 
-// gone reports whether no process of the group is left but zombies (which
-// run nothing). It reaps the zombies of the group that are the sidecar's
-// children (orphans reparented to it), except the leader.
+// gone reports whether no process of the group is left that can run: every
+// member's threads have all exited (a zombie whose threads still exit is
+// not gone yet; its wait would not return either).
 func (p *groupProcess) gone() (bool, error) {
-	ents, err := os.ReadDir("/proc")
+	members, err := p.members()
 	if err != nil {
 		return false, err
 	}
-	self := os.Getpid()
-	gone := true
+	for _, m := range members {
+		if !m.dead {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// member is one process of the group as /proc shows it.
+type member struct {
+	pid, ppid int
+	dead      bool // every thread exited
+}
+
+// members lists the processes of the group.
+func (p *groupProcess) members() ([]member, error) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var out []member
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		state, ppid, pgrp, ok := procStat(pid)
-		if !ok || pgrp != p.leader {
+		_, ppid, pgrp, err := procStat("/proc/" + e.Name() + "/stat")
+		if gone(err) {
 			continue
 		}
-		if state != 'Z' {
-			gone = false
-		} else if ppid == self && pid != p.leader {
-			var ws syscall.WaitStatus
-			_, _ = syscall.Wait4(pid, &ws, wNoHang, nil)
+		if err != nil {
+			return nil, err
 		}
+		if pgrp != p.leader {
+			continue
+		}
+		dead, err := threadsDead(pid)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, member{pid: pid, ppid: ppid, dead: dead})
 	}
-	return gone, nil
+	return out, nil
 }
 
-// release reaps the leader once the group is gone; the group's id may then
-// be reused and the group is never signalled again.
+// threadsDead reports whether every thread of pid exited (zombie or dead).
+func threadsDead(pid int) (bool, error) {
+	dir := "/proc/" + strconv.Itoa(pid) + "/task"
+	ents, err := os.ReadDir(dir)
+	if gone(err) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	for _, e := range ents {
+		state, _, _, err := procStat(dir + "/" + e.Name() + "/stat")
+		if gone(err) {
+			continue
+		}
+		if err != nil {
+			return false, err
+		}
+		if state != 'Z' && state != 'X' {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// gone says that a /proc read failed because the process or thread is gone.
+func gone(err error) bool {
+	return errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ESRCH)
+}
+
+// release lets the group go once it is gone: it is never signalled again,
+// and its members that are the sidecar's children (the leader, orphans
+// reparented to it) are reaped in the background, the leader last, so that
+// its id stays taken until then.
 func (p *groupProcess) release() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if !p.released {
-		p.released = true
-		var ws syscall.WaitStatus
-		_, _ = syscall.Wait4(p.leader, &ws, 0, nil)
+	if p.released {
+		return
 	}
+	p.released = true
+	members, _ := p.members()
+	go func() {
+		self := os.Getpid()
+		for _, m := range members {
+			if m.ppid == self && m.pid != p.leader {
+				var ws syscall.WaitStatus
+				_, _ = syscall.Wait4(m.pid, &ws, wAll, nil)
+			}
+		}
+		var ws syscall.WaitStatus
+		_, _ = syscall.Wait4(p.leader, &ws, wAll, nil)
+	}()
 }
 
-// procStat reads the state, parent and process group of pid from
-// /proc/<pid>/stat ("pid (comm) S ppid pgrp ...", comm may hold anything).
-func procStat(pid int) (state byte, ppid, pgrp int, ok bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+// procStat reads the state, parent and process group from a stat file of
+// /proc ("pid (comm) S ppid pgrp ...", comm may hold anything).
+func procStat(path string) (state byte, ppid, pgrp int, err error) {
+	b, err := os.ReadFile(path)
 	if err != nil {
-		return 0, 0, 0, false
+		return 0, 0, 0, err
 	}
 	i := bytes.LastIndexByte(b, ')')
-	if i < 0 || i+2 >= len(b) {
-		return 0, 0, 0, false
+	var f []string
+	if i >= 0 && i+2 < len(b) {
+		f = strings.Fields(string(b[i+2:]))
 	}
-	f := strings.Fields(string(b[i+2:]))
 	if len(f) < 3 || len(f[0]) != 1 {
-		return 0, 0, 0, false
+		return 0, 0, 0, fmt.Errorf("%s: unexpected format", path)
 	}
 	ppid, err1 := strconv.Atoi(f[1])
 	pgrp, err2 := strconv.Atoi(f[2])
-	return f[0][0], ppid, pgrp, err1 == nil && err2 == nil
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, 0, 0, fmt.Errorf("%s: %w", path, err)
+	}
+	return f[0][0], ppid, pgrp, nil
 }
 
 // File system magic numbers (linux/magic.h) of memory-backed file systems.

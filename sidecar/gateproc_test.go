@@ -170,13 +170,23 @@ func TestGroupProcessKillReapsTheWholeGroup(t *testing.T) {
 	t.Logf("group of %d processes gone %s after SIGKILL", len(pids), time.Since(start).Round(time.Microsecond))
 	// The leader is a zombie until the release: the group's id cannot be
 	// reused meanwhile.
-	if state, _, _, ok := procStat(p.pid()); !ok || state != 'Z' {
-		t.Errorf("leader %d before the release: state %q (%v), want a zombie", p.pid(), state, ok)
+	if state, _, _, err := procStat(fmt.Sprintf("/proc/%d/stat", p.pid())); err != nil || state != 'Z' {
+		t.Errorf("leader %d before the release: state %q (%v), want a zombie", p.pid(), state, err)
 	}
 	p.release()
+	// Then everything is reaped (in the background).
+	deadline = time.Now().Add(10 * time.Second)
 	for _, pid := range pids {
-		if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
-			t.Errorf("process %d of the group still exists (kill 0: %v)", pid, err)
+		for {
+			err := syscall.Kill(pid, 0)
+			if errors.Is(err, syscall.ESRCH) {
+				break
+			}
+			if time.Now().After(deadline) {
+				st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+				t.Fatalf("process %d of the group not reaped 10s after the release (kill 0: %v): %.40s", pid, err, st)
+			}
+			time.Sleep(time.Millisecond)
 		}
 	}
 	select {

@@ -37,6 +37,10 @@ var exportedSeries = map[string]series{
 	"fencing_sidecar_sign_duration_seconds":    {histogram: true, sidecar: true},
 	"fencing_sidecar_journal_duration_seconds": {histogram: true, sidecar: true},
 	"fencing_sidecar_ready":                    {labels: []string{"validator"}, sidecar: true},
+	"fencing_sidecar_gate_state":               {labels: []string{"validator", "state"}, sidecar: true},
+	"fencing_sidecar_gate_head":                {labels: []string{"validator"}, sidecar: true},
+	"fencing_sidecar_gate_floor":               {labels: []string{"validator"}, sidecar: true},
+	"fencing_sidecar_gate_kills_total":         {labels: []string{"validator", "reason"}, sidecar: true},
 	// Prometheus's own scrape health, for FencingCoordinatorDown.
 	"up": {},
 }

@@ -45,6 +45,10 @@ var holders = []string{regionA, regionB}
 
 // clusterOptions shape a topology.
 type clusterOptions struct {
+	// SidecarArgs, when set, adds flags to each sidecar's command line
+	// (gate_test.go: the process gate's); it is called at every start.
+	SidecarArgs func(v *validator, region string) []string
+
 	Validators int
 	Mode       string        // strict or lease
 	TTL        time.Duration // sidecar lease TTL
@@ -213,8 +217,12 @@ func newCluster(t *testing.T, o clusterOptions) *cluster {
 				p.mu.Lock()
 				margin := p.margin
 				p.mu.Unlock()
-				return []string{"--coordinator", coords, "--holder", r, "--name", name, "--key", v.keyFile, "--listen", "127.0.0.1:0",
+				args := []string{"--coordinator", coords, "--holder", r, "--name", name, "--key", v.keyFile, "--listen", "127.0.0.1:0",
 					"--state-dir", p.stateDir, "--mode", o.Mode, "--lease-ttl", o.TTL.String(), "--safety-margin", margin.String(), "--log-level", "debug"}
+				if o.SidecarArgs != nil {
+					args = append(args, o.SidecarArgs(v, r)...)
+				}
+				return args
 			}
 			c.sidecars = append(c.sidecars, p)
 		}

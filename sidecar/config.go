@@ -12,7 +12,14 @@
 //	fencing_sidecar_signatures_total{validator,result}  signed, or the refusal code word
 //	fencing_sidecar_sign_duration_seconds               request to signature
 //	fencing_sidecar_journal_duration_seconds            quorum journal round trip (strict)
+//	fencing_sidecar_gate_state{validator,state}         1 for the process gate's current state (gate mode)
+//	fencing_sidecar_gate_head{validator}                the client's head as the gate last read it
+//	fencing_sidecar_gate_floor{validator}               the height the client must reach before the key is released
+//	fencing_sidecar_gate_kills_total{validator,reason}  validator clients the gate killed, by reason
 //	fencing_build_info{binary,version,goversion}        1
+//
+// In gate mode (--gate-exec) the sidecar runs the validator client itself
+// and fences its process: see Gate and docs/gate.md.
 package sidecar
 
 import (
@@ -52,6 +59,19 @@ type Config struct {
 	BareDigest    bool
 	LogJSON       bool
 	LogLevel      string
+
+	// Gate mode (Gate): the sidecar runs the validator client.
+	GateExec          string
+	GateValidatorArgs string
+	GateStandbyArgs   string
+	GateKeyFile       string
+	GateKeyFormat     string
+	GatePasswordFile  string
+	GateRPC           string
+	GateKillBefore    time.Duration
+	GatePoll          time.Duration
+	GateStopTimeout   time.Duration
+	GateHeadStale     time.Duration
 }
 
 // Flags registers every setting on fs with its default.
@@ -76,6 +96,17 @@ func (c *Config) Flags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.RenewInterval, "renew-interval", 0, "how often to renew (default: a third of --lease-ttl)")
 	fs.DurationVar(&c.SafetyMargin, "safety-margin", 2*time.Second, "the local deadline is renewal send time + TTL - margin; covers clock rate drift")
 	fs.BoolVar(&c.BareDigest, "bare-digest", false, "serve POST /v1/sign/digest: any 32-byte digest under the epoch fence alone, no HRS or watermark (for the Besu plugin, docs/besu-plugin.md)")
+	fs.StringVar(&c.GateExec, "gate-exec", "", "gate mode: the validator client's command line, run by the sidecar (words, or a JSON array of strings); for clients that sign in process (docs/gate.md)")
+	fs.StringVar(&c.GateValidatorArgs, "gate-validator-args", "", "gate mode: arguments added while the client is the validator (mining, the key file)")
+	fs.StringVar(&c.GateStandbyArgs, "gate-standby-args", "", "gate mode: arguments added while the client follows (its own node key, no mining)")
+	fs.StringVar(&c.GateKeyFile, "gate-key-file", "", "gate mode: where the validator key is written while the client is the validator (mode 0400, on a memory-backed volume)")
+	fs.StringVar(&c.GateKeyFormat, "gate-key-format", KeyFormatHex, "gate mode: hex (Besu --node-private-key-file) or keystore (geth --keystore, needs --gate-password-file)")
+	fs.StringVar(&c.GatePasswordFile, "gate-password-file", "", "gate mode: the password the keystore key file is encrypted with (give the client the same file)")
+	fs.StringVar(&c.GateRPC, "gate-rpc", "", "gate mode: the client's JSON-RPC URL, for its head (eth_blockNumber)")
+	fs.DurationVar(&c.GateKillBefore, "gate-kill-before", time.Second, "gate mode: kill the validator this long before the lease's local deadline")
+	fs.DurationVar(&c.GatePoll, "gate-poll", 500*time.Millisecond, "gate mode: how often to read the client's head")
+	fs.DurationVar(&c.GateStopTimeout, "gate-stop-timeout", time.Minute, "gate mode: how long a follower gets after SIGTERM before SIGKILL")
+	fs.DurationVar(&c.GateHeadStale, "gate-head-stale", time.Minute, "gate mode: kill a validator whose RPC answered no head for this long")
 	fs.BoolVar(&c.LogJSON, "log-json", false, "log JSON lines")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "trace, debug, info, warn or error")
 }
@@ -153,6 +184,7 @@ func (c *Config) Validate() error {
 	if c.RenewInterval <= 0 || c.RenewInterval+c.SafetyMargin >= c.LeaseTTL {
 		errs = append(errs, fmt.Errorf("lease TTL (%s) must exceed renew interval (%s) plus safety margin (%s)", c.LeaseTTL, c.RenewInterval, c.SafetyMargin))
 	}
+	errs = append(errs, c.gateProblems()...)
 	switch c.LogLevel {
 	case "trace", "debug", "info", "warn", "error":
 	default:

@@ -132,6 +132,12 @@ func Run(ctx context.Context, cfg Config, lg hclog.Logger) error {
 	if err != nil {
 		return err
 	}
+	var gate *Gate
+	if cfg.GateExec != "" {
+		if gate, err = NewGate(cfg, signer, reg, lg.Named("gate")); err != nil {
+			return err
+		}
+	}
 	srv := &Server{signer: signer, lg: lg, gatherer: reg, bareDigest: cfg.BareDigest}
 	if host, _, err := net.SplitHostPort(cfg.Listen); err == nil {
 		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
@@ -142,7 +148,15 @@ func Run(ctx context.Context, cfg Config, lg hclog.Logger) error {
 	kctx, stopKeepers := context.WithCancel(context.WithoutCancel(ctx))
 	keepersDone := make(chan struct{})
 	go func() { signer.Run(kctx); close(keepersDone) }()
-	servers := []*http.Server{httpServer(srv.SigningHandler())}
+	handler := srv.SigningHandler()
+	gateDone := make(chan error, 1)
+	if gate != nil {
+		// Gate mode: the client signs in its own process; the sidecar
+		// serves health and metrics only.
+		handler = srv.MetricsHandler()
+		go func() { gateDone <- gate.Run(kctx) }()
+	}
+	servers := []*http.Server{httpServer(handler)}
 	lns := []net.Listener{ln}
 	if mln != nil {
 		servers = append(servers, httpServer(srv.MetricsHandler()))
@@ -152,9 +166,13 @@ func Run(ctx context.Context, cfg Config, lg hclog.Logger) error {
 	for i, hs := range servers {
 		go func() { errc <- hs.Serve(lns[i]) }()
 	}
+	var gateErr error
+	gateReturned := false
 	select {
 	case <-ctx.Done():
 	case err = <-errc:
+	case gateErr = <-gateDone:
+		gateReturned = true
 	}
 	lg.Info("shutting down: releasing leases")
 	for _, hs := range servers {
@@ -163,12 +181,23 @@ func Run(ctx context.Context, cfg Config, lg hclog.Logger) error {
 		cancel()
 	}
 	stopKeepers()
+	if gate != nil && !gateReturned {
+		gateErr = <-gateDone // the validator client is gone, or the gate failed
+	}
+	if errors.Is(gateErr, ErrGateFailed) {
+		// The keepers wait for the signing lock the failed gate keeps: the
+		// lease is not released, it expires after its TTL.
+		return fmt.Errorf("gate: %w", gateErr)
+	}
 	<-keepersDone
 	for _, g := range signer.list {
 		_ = g.journal.Close()
 	}
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve: %w", err)
+	}
+	if gateErr != nil {
+		return fmt.Errorf("gate: %w", gateErr)
 	}
 	return nil
 }

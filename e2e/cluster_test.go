@@ -617,6 +617,7 @@ type proc struct {
 	addr      string
 	starts    int
 	killing   bool
+	reaped    bool // cmd was waited for: its pid may belong to another program now
 	exited    chan struct{}
 	listening chan struct{}
 	ready     chan struct{}
@@ -688,16 +689,17 @@ func (p *proc) start() error {
 	pid := cmd.Process.Pid
 	p.c.pids.Register(pid, faultproxy.Source{Name: p.name, Region: p.region})
 	p.mu.Lock()
-	p.cmd, p.exited, p.listening, p.ready, p.killing = cmd, exited, listening, ready, false
+	p.cmd, p.exited, p.listening, p.ready, p.killing, p.reaped = cmd, exited, listening, ready, false, false
 	p.mu.Unlock()
 	go func() {
 		err := cmd.Wait()
+		p.mu.Lock()
+		p.reaped = true
+		expected := p.killing || p.c.closing.Load()
+		p.mu.Unlock()
 		lw.flush()
 		f.Close()
 		p.c.pids.Forget(pid)
-		p.mu.Lock()
-		expected := p.killing || p.c.closing.Load()
-		p.mu.Unlock()
 		if !expected {
 			p.c.mu.Lock()
 			p.c.unexpected = append(p.c.unexpected, fmt.Sprintf("%s (%v); see %s", p.name, err, filepath.Join(p.c.dir, p.name+".log")))
@@ -783,10 +785,12 @@ func (p *proc) running() bool {
 }
 
 // signal sends sig to the process group; kill marks the exit as expected.
+// A process already waited for is not signalled: its pid, and so its group
+// id, may have been reused by another program.
 func (p *proc) signal(sig syscall.Signal, kill bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.cmd == nil || p.cmd.Process == nil {
+	if p.cmd == nil || p.cmd.Process == nil || p.reaped {
 		return
 	}
 	if kill {

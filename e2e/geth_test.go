@@ -159,6 +159,7 @@ type gethNode struct {
 	fails  []sealFailure // "Block sealing failed", in order
 	sealed []uint64      // "Successfully sealed new block" numbers, in order
 	paused bool
+	reaped bool // cmd was waited for: its pid may belong to another program now
 }
 
 // sealFailure is one seal geth gave up, with the error its signer returned.
@@ -225,6 +226,9 @@ func startGeth(t *testing.T, o gethOptions) *gethNode {
 	}
 	go func() {
 		_ = n.cmd.Wait()
+		n.mu.Lock()
+		n.reaped = true
+		n.mu.Unlock()
 		lw.flush()
 		f.Close()
 		close(n.exited)
@@ -390,8 +394,12 @@ func (n *gethNode) waitFailure(t *testing.T, from int, within time.Duration, wha
 	return got
 }
 
+// signal sends sig to the node's process group unless the node was
+// already waited for (its pid, and so its group id, may have been reused).
 func (n *gethNode) signal(sig syscall.Signal) {
-	if n.cmd != nil && n.cmd.Process != nil {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.cmd != nil && n.cmd.Process != nil && !n.reaped {
 		_ = syscall.Kill(-n.cmd.Process.Pid, sig)
 	}
 }

@@ -37,7 +37,7 @@ import (
 //	| G1 | follower    | lease usable: held, not revoked or suspended, kill time ahead | catching-up: the gate takes the keeper's signing lock |
 //	| G2 | catching-up | follower's head (eth_blockNumber) >= floor                | validator: follower stopped (SIGTERM, then SIGKILL) and gone, key file written, client started with the validator arguments |
 //	| G3 | catching-up | lease not usable (or G2 failed before the start)          | follower: key file removed if written, signing lock released |
-//	| G4 | validator   | revoke or refused renewal (K3, K4), failed renewal (K5), kill time (deadline - kill-before), local journal error, head below the floor, no head for head-stale, client exited, sidecar stopping | killing: a last head poll if time allows, SIGKILL to the process group |
+//	| G4 | validator   | revoke or refused renewal (K3, K4), failed renewal (K5), kill time (deadline - kill-before), local journal error, head below the floor, no head for head-stale, client exited, the watchdog not reachable, sidecar stopping | killing: a last head poll if time allows, SIGKILL to the process group |
 //	| G5 | killing     | process group gone and key file removed                   | follower: signing lock released, so K4 may report the lease released; follower started |
 //	| G6 | killing     | group not gone within kill-wait, or key file not removable | failed: the signing lock is never released and the key never written again; Run returns ErrGateFailed |
 //
@@ -47,6 +47,12 @@ import (
 // and the key file gone. In the failed state the lease is never released: it
 // expires after its TTL, and the sidecar exits (in a container whose
 // entrypoint it is, that kills every process left in it).
+//
+// The validator runs under a watchdog, its parent and the leader of its
+// process group (gatewatchdog_linux.go): it kills the group by itself at
+// deadline - kill-before/2 unless the gate moved that time later after a
+// renewal, so a sidecar that is stopped or wedged still cannot leave the
+// client signing past its lease.
 //
 // While the client is the validator, the gate polls its head
 // (eth_getBlockByNumber "latest") and appends each higher head to the local
@@ -132,9 +138,10 @@ type headSource interface {
 	latest(ctx context.Context) (uint64, common.Hash, error)
 }
 
-// launcher starts the client in a process group of its own.
+// launcher starts the client in a process group of its own; a validator
+// under a watchdog that kills the group at killAt unless extended.
 type launcher interface {
-	launch(role gateRole) (clientProcess, error)
+	launch(role gateRole, killAt time.Time) (clientProcess, error)
 }
 
 // clientProcess is one run of the client: its process group.
@@ -144,6 +151,8 @@ type clientProcess interface {
 	exited() <-chan struct{}
 	// signal sends sig to every process of the group.
 	signal(sig syscall.Signal) error
+	// extend moves the watchdog's kill time later (a validator's).
+	extend(killAt time.Time) error
 	// gone reports whether no process of the group is left that can run.
 	gone() (bool, error)
 	// release lets the group's id go once it is gone; the group is never
@@ -339,7 +348,7 @@ func (g *Gate) ensureFollower(ctx context.Context) error {
 	if ctx.Err() != nil {
 		return nil
 	}
-	p, err := g.launch.launch(roleFollower)
+	p, err := g.launch.launch(roleFollower, time.Time{})
 	if err != nil {
 		g.lg.Error("starting the follower failed; trying again", "error", err)
 		g.restarts.wait(ctx)
@@ -423,7 +432,7 @@ func (g *Gate) startValidator(ctx context.Context, head uint64) error {
 	_, _, killAt, err := g.usable()
 	if err == nil {
 		var p clientProcess
-		if p, err = g.launch.launch(roleValidator); err == nil {
+		if p, err = g.launch.launch(roleValidator, g.watchdogAt(killAt)); err == nil {
 			g.proc, g.procStart = p, time.Now()
 			g.lg.Info("client started", "role", roleValidator, "pid", p.pid(), "epoch", g.lease0.Epoch, "head", head, "floor", g.floor, "kill_in", time.Until(killAt).Round(time.Millisecond))
 			g.to(GateValidator)
@@ -439,6 +448,10 @@ func (g *Gate) startValidator(ctx context.Context, head uint64) error {
 	return nil
 }
 
+// watchdogAt is the watchdog's kill time for the gate's kill time killAt:
+// half of kill-before later, so that the gate kills first while it works.
+func (g *Gate) watchdogAt(killAt time.Time) time.Time { return killAt.Add(g.o.KillBefore / 2) }
+
 // validate watches a running validator until something ends it (G4).
 func (g *Gate) validate(ctx context.Context) error {
 	check := time.NewTicker(g.o.Check)
@@ -446,6 +459,7 @@ func (g *Gate) validate(ctx context.Context) error {
 	poll := time.NewTicker(g.o.Poll)
 	defer poll.Stop()
 	lastHead := g.procStart
+	var extended time.Time // the last deadline the watchdog was given
 	for {
 		var reason, detail string
 		select {
@@ -460,6 +474,11 @@ func (g *Gate) validate(ctx context.Context) error {
 				reason, detail = "deadline", fmt.Sprintf("no renewal moved the lease's local deadline, %s away (--gate-kill-before %s)", time.Until(deadline).Round(time.Millisecond), g.o.KillBefore)
 			} else if time.Since(lastHead) > g.o.HeadStale {
 				reason, detail = "head-stale", fmt.Sprintf("the client's RPC answered no head for %s", g.o.HeadStale)
+			} else if deadline.After(extended) {
+				if err := g.proc.extend(g.watchdogAt(deadline.Add(-g.o.KillBefore))); err != nil {
+					reason, detail = "watchdog", err.Error()
+				}
+				extended = deadline
 			}
 		case <-poll.C:
 			ok, err := g.pollHead(ctx, g.o.RPCTimeout)
@@ -738,7 +757,7 @@ func NewGate(cfg Config, s *Signer, reg prometheus.Registerer, lg hclog.Logger) 
 	if err != nil {
 		return nil, err
 	}
-	l, err := newGroupLauncher(words(cfg.GateExec), words(cfg.GateValidatorArgs), words(cfg.GateStandbyArgs))
+	l, err := newGroupLauncher(words(cfg.GateExec), words(cfg.GateValidatorArgs), words(cfg.GateStandbyArgs), watchdogOptions{logJSON: cfg.LogJSON, keyFile: cfg.GateKeyFile})
 	if err != nil {
 		return nil, err
 	}

@@ -149,6 +149,8 @@ type fakeLauncher struct {
 	// dieLater: a validator's group is gone only once this is closed.
 	dieLater chan struct{}
 	procs    []*fakeProc
+	// extendErr: the watchdog's pipe fails.
+	extendErr error
 }
 
 type fakeProc struct {
@@ -159,13 +161,15 @@ type fakeProc struct {
 	done  chan struct{}
 	mu    sync.Mutex
 	alive bool
+	// killAt: the watchdog's kill time, from the launch and each extend.
+	killAt time.Time
 }
 
-func (l *fakeLauncher) launch(role gateRole) (clientProcess, error) {
+func (l *fakeLauncher) launch(role gateRole, killAt time.Time) (clientProcess, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.n++
-	p := &fakeProc{tr: l.tr, l: l, n: l.n, role: role, done: make(chan struct{}), alive: true}
+	p := &fakeProc{tr: l.tr, l: l, n: l.n, role: role, done: make(chan struct{}), alive: true, killAt: killAt}
 	l.procs = append(l.procs, p)
 	l.tr.add("start %s", role)
 	return p, nil
@@ -211,6 +215,27 @@ func (p *fakeProc) exit() {
 }
 
 func (p *fakeProc) release() { p.tr.add("reaped %s", p.role) }
+
+func (p *fakeProc) extend(killAt time.Time) error {
+	p.l.mu.Lock()
+	err := p.l.extendErr
+	p.l.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if killAt.After(p.killAt) {
+		p.killAt = killAt
+	}
+	return nil
+}
+
+func (p *fakeProc) watchdogAt() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.killAt
+}
 
 func (p *fakeProc) gone() (bool, error) {
 	p.mu.Lock()
@@ -510,6 +535,35 @@ func TestGateKillsBeforeTheDeadline(t *testing.T) {
 	r.waitFor("ten more lease checks", func() bool { return r.lease.windowCalls() >= calls+10 })
 	if r.state() != GateFollower || r.l.last(roleValidator).n != 2 || r.chain.pollCount() != polls {
 		t.Errorf("after the kill at the deadline: state %s, want follower and no catch-up", r.state())
+	}
+}
+
+// The validator's watchdog gets the kill time deadline - kill-before/2 at
+// the start and after each renewal that moved the deadline (after the
+// gate's own kill time, before the deadline); a watchdog the gate cannot
+// reach is a reason to kill.
+func TestGateMovesTheWatchdogWithTheDeadline(t *testing.T) {
+	const killBefore = 300 * time.Millisecond
+	r := newGateRig(t, gateRigOptions{killBefore: killBefore})
+	first := r.lease.deadline
+	r.toValidator()
+	v := r.l.last(roleValidator)
+	if got, want := v.watchdogAt(), first.Add(-killBefore/2); !got.Equal(want) {
+		t.Fatalf("watchdog kill time at the start = %s, want deadline - kill-before/2 = %s", got, want)
+	}
+	renewed := first.Add(10 * time.Second)
+	r.lease.set(nil, renewed)
+	r.waitFor("the watchdog's kill time moved with the renewal", func() bool { return v.watchdogAt().Equal(renewed.Add(-killBefore / 2)) })
+	if r.state() != GateValidator {
+		t.Fatalf("state %s after a renewal, want validator", r.state())
+	}
+	r.l.mu.Lock()
+	r.l.extendErr = errors.New("write |1: broken pipe")
+	r.l.mu.Unlock()
+	r.lease.set(nil, renewed.Add(10*time.Second))
+	r.waitFor("the kill", func() bool { i, _ := r.tr.at("key removed", 0); return i >= 0 })
+	if got := r.kills("watchdog"); got != 1 {
+		t.Errorf(`fencing_sidecar_gate_kills_total{reason="watchdog"} = %v, want 1`, got)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -20,12 +21,22 @@ import (
 // PR_SET_PDEATHSIG set to SIGKILL: if the sidecar dies (kill -9, the OOM
 // killer), the kernel kills the client it started. The sidecar is the
 // client's child subreaper, so orphans of the group are reparented to it
-// and reaped here.
+// and reaped here. A validator runs under the watchdog
+// (gatewatchdog_linux.go): the group's leader is the watchdog, its child
+// the client.
 type groupLauncher struct {
 	path     string // argv[0] resolved
 	argv     []string
 	roleArgs map[gateRole][]string
 	env      []string
+	watchdog watchdogOptions
+}
+
+// watchdogOptions are what a validator's watchdog is started with.
+type watchdogOptions struct {
+	self    string // the sidecar's executable
+	logJSON bool
+	keyFile string
 }
 
 var _ launcher = (*groupLauncher)(nil)
@@ -33,10 +44,15 @@ var _ launcher = (*groupLauncher)(nil)
 // prSetChildSubreaper is PR_SET_CHILD_SUBREAPER (linux/prctl.h).
 const prSetChildSubreaper = 36
 
-func newGroupLauncher(argv, validatorArgs, followerArgs []string) (*groupLauncher, error) {
+func newGroupLauncher(argv, validatorArgs, followerArgs []string, wd watchdogOptions) (*groupLauncher, error) {
 	path, err := exec.LookPath(argv[0])
 	if err != nil {
 		return nil, fmt.Errorf("--gate-exec: %w", err)
+	}
+	if wd.self == "" {
+		if wd.self, err = os.Executable(); err != nil {
+			return nil, fmt.Errorf("the sidecar's own executable (the validator's watchdog): %w", err)
+		}
 	}
 	if _, _, e := syscall.RawSyscall(syscall.SYS_PRCTL, prSetChildSubreaper, 1, 0); e != 0 {
 		return nil, fmt.Errorf("become the child subreaper of the validator client: %w", e)
@@ -48,16 +64,34 @@ func newGroupLauncher(argv, validatorArgs, followerArgs []string) (*groupLaunche
 			env = append(env, kv)
 		}
 	}
-	return &groupLauncher{path: path, argv: argv, env: env, roleArgs: map[gateRole][]string{roleValidator: validatorArgs, roleFollower: followerArgs}}, nil
+	return &groupLauncher{path: path, argv: argv, env: env, roleArgs: map[gateRole][]string{roleValidator: validatorArgs, roleFollower: followerArgs}, watchdog: wd}, nil
 }
 
-func (l *groupLauncher) launch(role gateRole) (clientProcess, error) {
+func (l *groupLauncher) launch(role gateRole, killAt time.Time) (clientProcess, error) {
 	argv := append(slices.Clone(l.argv), l.roleArgs[role]...)
+	path, files := l.path, []*os.File{nil, os.Stdout, os.Stderr}
 	p := &groupProcess{done: make(chan struct{})}
+	if role == roleValidator {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return nil, fmt.Errorf("start %s as %s: the watchdog's pipe: %w", argv[0], role, err)
+		}
+		defer r.Close()
+		p.watchdog = w
+		format := "text"
+		if l.watchdog.logJSON {
+			format = "json"
+		}
+		argv = append([]string{l.watchdog.self, gateWatchdogArg, strconv.FormatInt(monoAt(killAt), 10), format, l.watchdog.keyFile, "--", l.path}, argv...)
+		path, files = l.watchdog.self, append(files, r)
+	}
 	started := make(chan error, 1)
-	go p.run(l.path, argv, l.env, started)
+	go p.run(path, argv, l.env, files, started)
 	if err := <-started; err != nil {
-		return nil, fmt.Errorf("start %s as %s: %w", argv[0], role, err)
+		if p.watchdog != nil {
+			p.watchdog.Close()
+		}
+		return nil, fmt.Errorf("start %s as %s: %w", l.argv[0], role, err)
 	}
 	return p, nil
 }
@@ -68,8 +102,9 @@ func (l *groupLauncher) launch(role gateRole) (clientProcess, error) {
 // reused (pid_max can be as low as 32768), so a signal to the group never
 // reaches another program's processes.
 type groupProcess struct {
-	leader int
-	done   chan struct{}
+	leader   int
+	done     chan struct{}
+	watchdog *os.File // a validator's: the pipe its kill times go down
 
 	mu       sync.Mutex
 	released bool
@@ -90,7 +125,7 @@ const (
 // exits. PR_SET_PDEATHSIG fires when the thread that forked the child ends,
 // not the process (go.dev/issue/27505): the fork happens on a locked thread
 // that lives as long as the leader.
-func (p *groupProcess) run(path string, argv, env []string, started chan<- error) {
+func (p *groupProcess) run(path string, argv, env []string, files []*os.File, started chan<- error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	devNull, err := os.Open(os.DevNull)
@@ -98,9 +133,11 @@ func (p *groupProcess) run(path string, argv, env []string, started chan<- error
 		started <- err
 		return
 	}
+	files = slices.Clone(files)
+	files[0] = devNull
 	proc, err := os.StartProcess(path, argv, &os.ProcAttr{
 		Env:   env,
-		Files: []*os.File{devNull, os.Stdout, os.Stderr},
+		Files: files,
 		Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
 	})
 	devNull.Close()
@@ -123,6 +160,19 @@ func (p *groupProcess) run(path string, argv, env []string, started chan<- error
 
 func (p *groupProcess) pid() int                { return p.leader }
 func (p *groupProcess) exited() <-chan struct{} { return p.done }
+
+// extend moves the watchdog's kill time to killAt (no-op for a follower).
+func (p *groupProcess) extend(killAt time.Time) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.watchdog == nil || p.released {
+		return nil
+	}
+	if err := writeKillTime(p.watchdog, killAt); err != nil {
+		return fmt.Errorf("the watchdog of process group %d: %w", p.leader, err)
+	}
+	return nil
+}
 
 func (p *groupProcess) signal(sig syscall.Signal) error {
 	p.mu.Lock()
@@ -230,6 +280,9 @@ func (p *groupProcess) release() {
 		return
 	}
 	p.released = true
+	if p.watchdog != nil {
+		p.watchdog.Close() // the group is gone: nobody reads it
+	}
 	members, _ := p.members()
 	go func() {
 		self := os.Getpid()

@@ -70,12 +70,12 @@ func TestGateHelperProcess(t *testing.T) {
 		fmt.Println(c.Process.Pid)
 		os.Exit(0)
 	case "sidecar":
-		l, err := newGroupLauncher(helperArgv("sleep"), nil, nil)
+		l, err := newGroupLauncher(helperArgv("sleep"), nil, nil, watchdogOptions{keyFile: os.DevNull + ".absent"})
 		if err != nil {
 			fmt.Println(err)
 			os.Exit(6)
 		}
-		p, err := l.launch(roleValidator)
+		p, err := l.launch(roleValidator, time.Now().Add(time.Hour))
 		if err != nil {
 			fmt.Println(err)
 			os.Exit(7)
@@ -121,12 +121,12 @@ func TestGroupProcessKillReapsTheWholeGroup(t *testing.T) {
 	}
 	stdout := os.Stdout
 	os.Stdout = w // the launcher hands the client the sidecar's stdout
-	l, err := newGroupLauncher(helperArgv("tree"), nil, nil)
+	l, err := newGroupLauncher(helperArgv("tree"), nil, nil, watchdogOptions{keyFile: filepath.Join(t.TempDir(), "key")})
 	if err != nil {
 		os.Stdout = stdout
 		t.Fatal(err)
 	}
-	p, err := l.launch(roleValidator)
+	p, err := l.launch(roleValidator, time.Now().Add(time.Hour))
 	os.Stdout = stdout
 	w.Close()
 	if err != nil {
@@ -225,6 +225,105 @@ func TestGroupProcessDiesWithTheSidecar(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitDead(t, []int{client}, 10*time.Second)
+}
+
+// launchWatched starts the sleep helper as a validator under its watchdog,
+// with the kill time killAt and a key file for the watchdog to remove.
+func launchWatched(t *testing.T, killAt time.Time) (*groupProcess, string) {
+	t.Helper()
+	t.Setenv("GATE_TEST_HELPER", "1")
+	key := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(key, []byte("key"), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	l, err := newGroupLauncher(helperArgv("sleep"), nil, nil, watchdogOptions{keyFile: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := l.launch(roleValidator, killAt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gp := p.(*groupProcess)
+	t.Cleanup(func() {
+		_ = gp.signal(syscall.SIGKILL)
+		gp.release()
+	})
+	return gp, key
+}
+
+// waitGroupGone waits for p's whole group to be gone, the watchdog and
+// the client it started.
+func waitGroupGone(t *testing.T, p *groupProcess, why string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		gone, err := p.gone()
+		if gone {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("group %d not gone 30s after %s (%v)", p.pid(), why, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A sidecar that gives its validator's watchdog no later kill time (it is
+// stopped or wedged: here it simply does not) has the client killed and
+// the key file removed by the watchdog, not before the kill time.
+func TestWatchdogKillsWithoutTheSidecar(t *testing.T) {
+	killAt := time.Now().Add(300 * time.Millisecond)
+	p, key := launchWatched(t, killAt)
+	var members []member
+	for len(members) < 2 {
+		var err error
+		if members, err = p.members(); err != nil {
+			t.Fatal(err)
+		}
+		if !time.Now().Before(killAt) {
+			t.Fatalf("group of the watched validator at the kill time: %+v, want the watchdog and the client", members)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	waitGroupGone(t, p, "its kill time")
+	if now := time.Now(); now.Before(killAt) {
+		t.Fatalf("group gone at %s, before the kill time %s", now.Format("15:04:05.000"), killAt.Format("15:04:05.000"))
+	}
+	if _, err := os.Lstat(key); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("key file after the watchdog fired: %v, want it removed", err)
+	}
+	t.Logf("group of %d gone %s after the kill time", len(members), time.Since(killAt).Round(time.Millisecond))
+}
+
+// A kill time moved later keeps the client running past the first one;
+// the pipe closed (the sidecar exited) kills at once.
+func TestWatchdogExtendedThenOrphaned(t *testing.T) {
+	first := time.Now().Add(time.Second)
+	p, key := launchWatched(t, first)
+	if err := p.extend(time.Now().Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	for time.Now().Before(first.Add(time.Second)) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	select {
+	case <-p.exited():
+		t.Fatal("the watchdog fired at its first kill time although it was moved an hour later")
+	default:
+	}
+	if gone, err := p.gone(); gone || err != nil {
+		t.Fatalf("group gone = %v (%v) after the kill time was moved later", gone, err)
+	}
+	closed := time.Now()
+	p.mu.Lock()
+	p.watchdog.Close()
+	p.mu.Unlock()
+	waitGroupGone(t, p, "its pipe closed")
+	if _, err := os.Lstat(key); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("key file after the pipe closed: %v, want it removed", err)
+	}
+	t.Logf("group gone %s after the pipe closed", time.Since(closed).Round(time.Millisecond))
 }
 
 // memoryDir is a directory on tmpfs for key files.

@@ -33,6 +33,11 @@ Flags:
 `
 
 func main() {
+	// In gate mode the sidecar starts itself as the validator client's
+	// watchdog (docs/gate.md).
+	if code, ok := sidecar.GateWatchdog(os.Args[1:]); ok {
+		os.Exit(code)
+	}
 	var cfg sidecar.Config
 	os.Exit(daemon.Main("fence-sidecar", usage, os.Args[1:], os.Stdout, os.Stderr, &cfg, func(ctx context.Context, lg hclog.Logger) error {
 		return sidecar.Run(ctx, cfg, lg)

@@ -121,9 +121,11 @@ func (w *watchdog) run(pipe *os.File, path string, argv []string) int {
 					drained = true
 				}
 			}
-			if w.left() <= 0 {
+			left := w.left()
+			if left <= 0 {
 				w.fire("no renewal moved the kill time (is the sidecar stopped or wedged?)")
 			}
+			timer.Reset(left)
 		}
 	}
 }

@@ -128,19 +128,7 @@ const (
 func (p *groupProcess) run(path string, argv, env []string, files []*os.File, started chan<- error) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	devNull, err := os.Open(os.DevNull)
-	if err != nil {
-		started <- err
-		return
-	}
-	files = slices.Clone(files)
-	files[0] = devNull
-	proc, err := os.StartProcess(path, argv, &os.ProcAttr{
-		Env:   env,
-		Files: files,
-		Sys:   &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL},
-	})
-	devNull.Close()
+	proc, err := startDying(path, argv, env, files, true)
 	if err != nil {
 		started <- err
 		return
@@ -156,6 +144,26 @@ func (p *groupProcess) run(path string, argv, env []string, files []*os.File, st
 		}
 	}
 	close(p.done)
+}
+
+// startDying starts a process that the kernel kills when the calling
+// thread ends (PR_SET_PDEATHSIG; the caller locked its OS thread), with
+// stdin from /dev/null and files[1:] as its other descriptors; setpgid
+// makes it the leader of a process group of its own. A nil env is this
+// process's environment.
+func startDying(path string, argv, env []string, files []*os.File, setpgid bool) (*os.Process, error) {
+	devNull, err := os.Open(os.DevNull)
+	if err != nil {
+		return nil, err
+	}
+	defer devNull.Close()
+	files = slices.Clone(files)
+	files[0] = devNull
+	return os.StartProcess(path, argv, &os.ProcAttr{
+		Env:   env,
+		Files: files,
+		Sys:   &syscall.SysProcAttr{Setpgid: setpgid, Pdeathsig: syscall.SIGKILL},
+	})
 }
 
 func (p *groupProcess) pid() int                { return p.leader }

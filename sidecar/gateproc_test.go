@@ -156,17 +156,7 @@ func TestGroupProcessKillReapsTheWholeGroup(t *testing.T) {
 	if err := p.signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		gone, err := p.gone()
-		if gone {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("group %d not gone 10s after SIGKILL (%v)", p.pid(), err)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitGroupGone(t, p.(*groupProcess), "SIGKILL")
 	t.Logf("group of %d processes gone %s after SIGKILL", len(pids), time.Since(start).Round(time.Microsecond))
 	// The leader is a zombie until the release: the group's id cannot be
 	// reused meanwhile.
@@ -175,7 +165,7 @@ func TestGroupProcessKillReapsTheWholeGroup(t *testing.T) {
 	}
 	p.release()
 	// Then everything is reaped (in the background).
-	deadline = time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for _, pid := range pids {
 		for {
 			err := syscall.Kill(pid, 0)
@@ -265,7 +255,7 @@ func waitGroupGone(t *testing.T, p *groupProcess, why string) {
 		if time.Now().After(deadline) {
 			t.Fatalf("group %d not gone 30s after %s (%v)", p.pid(), why, err)
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(time.Millisecond)
 	}
 }
 

@@ -164,16 +164,7 @@ func (w *watchdog) fire(why string) {
 func (w *watchdog) startClient(path string, argv []string, started chan<- error, exited chan<- int) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	devNull, err := os.Open(os.DevNull)
-	if err != nil {
-		started <- err
-		return
-	}
-	proc, err := os.StartProcess(path, argv, &os.ProcAttr{
-		Files: []*os.File{devNull, os.Stdout, os.Stderr},
-		Sys:   &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL},
-	})
-	devNull.Close()
+	proc, err := startDying(path, argv, nil, []*os.File{nil, os.Stdout, os.Stderr}, false)
 	if err != nil {
 		started <- err
 		return

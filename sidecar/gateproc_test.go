@@ -263,7 +263,9 @@ func waitGroupGone(t *testing.T, p *groupProcess, why string) {
 // stopped or wedged: here it simply does not) has the client killed and
 // the key file removed by the watchdog, not before the kill time.
 func TestWatchdogKillsWithoutTheSidecar(t *testing.T) {
-	killAt := time.Now().Add(300 * time.Millisecond)
+	// Time enough for the watchdog and its client to start on a busy
+	// machine: the check below needs both running before the kill time.
+	killAt := time.Now().Add(3 * time.Second)
 	p, key := launchWatched(t, killAt)
 	var members []member
 	for len(members) < 2 {
@@ -289,7 +291,7 @@ func TestWatchdogKillsWithoutTheSidecar(t *testing.T) {
 // A kill time moved later keeps the client running past the first one;
 // the pipe closed (the sidecar exited) kills at once.
 func TestWatchdogExtendedThenOrphaned(t *testing.T) {
-	first := time.Now().Add(time.Second)
+	first := time.Now().Add(3 * time.Second)
 	p, key := launchWatched(t, first)
 	if err := p.extend(time.Now().Add(time.Hour)); err != nil {
 		t.Fatal(err)

@@ -278,6 +278,23 @@ func TestWatchdogKillsWithoutTheSidecar(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+	// The client does not hold the watchdog's pipe (it could read the
+	// kill times meant for the watchdog).
+	pipe, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/3", p.pid()))
+	if err != nil || !strings.HasPrefix(pipe, "pipe:") {
+		t.Fatalf("the watchdog's fd 3 = %q (%v), want its pipe", pipe, err)
+	}
+	for _, m := range members {
+		if m.pid == p.pid() {
+			continue
+		}
+		fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", m.pid))
+		for _, fd := range fds {
+			if l, _ := os.Readlink(fd); l == pipe {
+				t.Errorf("the client %d holds the watchdog's pipe as %s", m.pid, fd)
+			}
+		}
+	}
 	waitGroupGone(t, p, "its kill time")
 	if now := time.Now(); now.Before(killAt) {
 		t.Fatalf("group gone at %s, before the kill time %s", now.Format("15:04:05.000"), killAt.Format("15:04:05.000"))

@@ -69,6 +69,7 @@ func GateWatchdog(args []string) (code int, ok bool) {
 	}
 	lg := hclog.New(&hclog.LoggerOptions{Name: "fence-sidecar.gate", Output: os.Stderr, JSONFormat: args[2] == "json", TimeFormat: "2006-01-02T15:04:05.000Z07:00"})
 	w := &watchdog{at: at, keyFile: args[3], lg: lg}
+	syscall.CloseOnExec(3) // the client does not get the pipe
 	return w.run(os.NewFile(3, "gate-watchdog-pipe"), args[5], args[6:]), true
 }
 

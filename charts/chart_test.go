@@ -102,14 +102,17 @@ func (r render) args(verb string) []string {
 // values alone do not render (TestDefaultValuesSayWhatToSet): minimal adds
 // only what the chart refuses to guess.
 var (
-	renderDefault  = render{name: "default values", chart: fencingChart, release: "fencing", namespace: "fencing"}
-	renderMinimal  = render{name: "minimal values", chart: fencingChart, release: "fencing", namespace: "fencing", values: []string{"testdata/minimal.yaml"}}
-	renderAll      = render{name: "all features", chart: fencingChart, release: "fencing-all", namespace: "fencing-all", values: []string{"testdata/all-features.yaml"}, apiVersions: []string{"cert-manager.io/v1"}}
-	renderRegionA  = render{name: "coordinator region A", chart: fencingChart, release: "fencing", namespace: "fencing", values: []string{"examples/fencing-region-a.yaml"}}
-	renderRegionB  = render{name: "coordinator region B", chart: fencingChart, release: "fencing", namespace: "fencing", values: []string{"examples/fencing-region-b.yaml"}}
-	renderBesuA    = render{name: "besu region A", chart: besuChart, release: "besu-validator-1", namespace: "validators", values: []string{besuChart + "/values-region-a.yaml"}}
-	renderBesuB    = render{name: "besu region B", chart: besuChart, release: "besu-validator-1", namespace: "validators", values: []string{besuChart + "/values-region-b.yaml"}}
-	allRenders     = []render{renderDefault, renderMinimal, renderAll, renderRegionA, renderRegionB, renderBesuA, renderBesuB}
+	renderDefault = render{name: "default values", chart: fencingChart, release: "fencing", namespace: "fencing"}
+	renderMinimal = render{name: "minimal values", chart: fencingChart, release: "fencing", namespace: "fencing", values: []string{"testdata/minimal.yaml"}}
+	renderAll     = render{name: "all features", chart: fencingChart, release: "fencing-all", namespace: "fencing-all", values: []string{"testdata/all-features.yaml"}, apiVersions: []string{"cert-manager.io/v1"}}
+	renderRegionA = render{name: "coordinator region A", chart: fencingChart, release: "fencing", namespace: "fencing", values: []string{"examples/fencing-region-a.yaml"}}
+	renderRegionB = render{name: "coordinator region B", chart: fencingChart, release: "fencing", namespace: "fencing", values: []string{"examples/fencing-region-b.yaml"}}
+	renderBesuA   = render{name: "besu region A", chart: besuChart, release: "besu-validator-1", namespace: "validators", values: []string{besuChart + "/values-region-a.yaml"}}
+	renderBesuB   = render{name: "besu region B", chart: besuChart, release: "besu-validator-1", namespace: "validators", values: []string{besuChart + "/values-region-b.yaml"}}
+	// A validator with a signing seam and fence-sidecar in a container of
+	// its own (the fencing.sidecar named template).
+	renderSidecar  = render{name: "sidecar container", chart: "testdata/sidecar-container", release: "validator-1", namespace: "validators"}
+	allRenders     = []render{renderDefault, renderMinimal, renderAll, renderRegionA, renderRegionB, renderBesuA, renderBesuB, renderSidecar}
 	committedFiles = map[string]render{
 		"fencing-region-a.yaml":        renderRegionA,
 		"fencing-region-b.yaml":        renderRegionB,
@@ -578,7 +581,7 @@ func TestServingCertificate(t *testing.T) {
 }
 
 func TestSidecarInjection(t *testing.T) {
-	s := find(t, renderObjects(t, renderBesuA), "StatefulSet", "besu-validator-1")
+	s := find(t, renderObjects(t, renderSidecar), "StatefulSet", "validator-1")
 	c := container(t, s, "fence-sidecar")
 	if cmd := stringSlice(c, "command"); !slices.Equal(cmd, []string{"/usr/local/bin/fence-sidecar"}) {
 		t.Errorf("sidecar command = %q, want fence-sidecar", cmd)
@@ -658,10 +661,10 @@ func TestSidecarInjection(t *testing.T) {
 	}
 
 	// Native sidecar, emptyDir state, a CA Secret instead of the ConfigMap.
-	r := renderBesuA
+	r := renderSidecar
 	r.set = []string{"fencing.sidecar.nativeSidecar=true", "fencing.sidecar.state.emptyDir=true",
 		"fencing.sidecar.coordinatorCA.configMapName=", "fencing.sidecar.coordinatorCA.secretName=corp-ca"}
-	s = find(t, renderObjects(t, r), "StatefulSet", "besu-validator-1")
+	s = find(t, renderObjects(t, r), "StatefulSet", "validator-1")
 	if p, _, _ := unstructured.NestedString(container(t, s, "fence-sidecar"), "restartPolicy"); p != "Always" {
 		t.Errorf("native sidecar restartPolicy = %q, want Always", p)
 	}
@@ -677,9 +680,9 @@ func TestSidecarInjection(t *testing.T) {
 	}
 
 	// Plain HTTP only when asked for by name.
-	r = renderBesuA
+	r = renderSidecar
 	r.set = []string{"fencing.sidecar.coordinatorURLs={http://fencing.fencing.svc:7600}", "fencing.sidecar.allowPlainHTTP=true"}
-	s = find(t, renderObjects(t, r), "StatefulSet", "besu-validator-1")
+	s = find(t, renderObjects(t, r), "StatefulSet", "validator-1")
 	if args := stringSlice(container(t, s, "fence-sidecar"), "args"); args[0] != "--coordinator=http://fencing.fencing.svc:7600" {
 		t.Errorf("allowPlainHTTP args = %q", args)
 	}

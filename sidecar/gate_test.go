@@ -939,10 +939,12 @@ func TestGateConfigProblems(t *testing.T) {
 	}
 }
 
-// The Besu example (docs/examples/besu-qbft-gate.yaml) gives fence-sidecar
-// a configuration it accepts, with Besu's command line as the gate's.
+// The Besu example chart (charts/examples/besu-validator, as rendered in
+// docs/examples/besu-validator-region-a.yaml, which the chart's tests keep
+// current) gives fence-sidecar a configuration it accepts, with Besu's
+// command line as the gate's.
 func TestBesuGateExampleIsValid(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join("..", "docs", "examples", "besu-qbft-gate.yaml"))
+	b, err := os.ReadFile(filepath.Join("..", "docs", "examples", "besu-validator-region-a.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -972,12 +974,24 @@ func TestBesuGateExampleIsValid(t *testing.T) {
 			args = c.Args
 		}
 	}
-	// The key Secret's path, here a key file of the test (Validate reads it).
+	// The key Secret's path, here a hex key file of the test (Validate reads
+	// it, without a password), and the Pod name the kubelet expands.
 	key, _ := testKey(t)
-	for i, a := range args {
-		if strings.HasPrefix(a, "--key=") {
-			args[i] = "--key=" + key
+	var local []string
+	for _, a := range args {
+		switch {
+		case strings.HasPrefix(a, "--key="):
+			a = "--key=" + key
+		case strings.HasPrefix(a, "--password-file="):
+			continue
+		case a == "--name=$(POD_NAME)":
+			a = "--name=besu-validator-1-0"
 		}
+		local = append(local, a)
+	}
+	args = local
+	if len(args) == 0 {
+		t.Fatal("no StatefulSet with a container in the example")
 	}
 	var cfg Config
 	fs := flag.NewFlagSet("fence-sidecar", flag.ContinueOnError)

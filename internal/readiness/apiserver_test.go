@@ -163,6 +163,17 @@ func TestReadinessOnTwoAPIServers(t *testing.T) {
 		if rep.ExitCode() != ExitWarn {
 			t.Errorf("ExitCode() = %d, want %d", rep.ExitCode(), ExitWarn)
 		}
+		// The gate's fence-sidecar comes from an image volume.
+		rep = check(t, setup(t, func(a, b *world) {
+			for _, s := range b.sets {
+				for i := range s.Spec.Template.Spec.Volumes {
+					if v := &s.Spec.Template.Spec.Volumes[i]; v.Image != nil {
+						v.Image.Reference = "ghcr.io/validator-fencing/fencing:0.1.1"
+					}
+				}
+			}
+		}))
+		expectOnly(t, rep, want{Warn, CheckImages, "region-a vs region-b", "besu-validator-1/volume/fence-bin"})
 	})
 
 	t.Run("missing key Secret", func(t *testing.T) {
@@ -223,9 +234,9 @@ func TestReadinessOnTwoAPIServers(t *testing.T) {
 		expectOnly(t, rep, want{Warn, CheckCoordinator, "region-b", "fencing spread"})
 	})
 
-	t.Run("lease mode in the standby", func(t *testing.T) {
+	t.Run("strict mode in the standby", func(t *testing.T) {
 		rep := check(t, setup(t, func(a, b *world) {
-			b.sidecarArgs(func(args []string) []string { return setArg(setArg(args, "mode", "lease"), "lease-ttl", "30s") })
+			b.sidecarArgs(func(args []string) []string { return setArg(setArg(args, "mode", "strict"), "lease-ttl", "30s") })
 		}))
 		expectOnly(t, rep,
 			want{Critical, CheckValues, "region-a vs region-b", "besu-validator-1 --mode"},

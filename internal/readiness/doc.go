@@ -17,8 +17,8 @@
 //	                              standby: running and not ready (no lease)                      warn: standby scaled to 0, 3+ restarts, StatefulSet only in the standby
 //	key-address  active vs standby  the sidecars' --validator, and the key Secrets'               critical: they differ; warn: the ID is a name, not an address,
 //	                              fencing.validator-fencing.io/key-address annotation if set     and no annotation says which key
-//	images       active vs standby  every container image of the validator StatefulSets and     warn: they differ
-//	                              the coordinator Deployments
+//	images       active vs standby  every container image (and image volume) of the validator   warn: they differ
+//	                              StatefulSets and the coordinator Deployments
 //	values       active vs standby  sidecar flags (--mode, --lease-ttl, --safety-margin, ...),   critical: --mode differs, or both use one --holder;
 //	                              environment, key Secret name, chart labels; coordinator flags  warn: any other drift
 //	secrets      each             every Secret and ConfigMap the Pod templates need exists        critical: missing; warn: missing image pull Secret, or not readable

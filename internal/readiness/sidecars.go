@@ -256,7 +256,7 @@ func (r *runner) compareImages(owner string, a, b map[string]string) {
 		case ia == ib:
 			r.add(OK, CheckImages, r.pair(), sub, ia+" in both")
 		case ia == "" || ib == "":
-			r.add(Warn, CheckImages, r.pair(), sub, fmt.Sprintf("the container exists only in %s (%s)", pickName(ia != "", act, sb), ia+ib))
+			r.add(Warn, CheckImages, r.pair(), sub, fmt.Sprintf("only in %s (%s)", pickName(ia != "", act, sb), ia+ib))
 		default:
 			r.add(Warn, CheckImages, r.pair(), sub, fmt.Sprintf("%s in %s, %s in %s: upgrade both to one version", ia, act, ib, sb))
 		}
@@ -270,12 +270,19 @@ func pickName(first bool, a, b string) string {
 	return b
 }
 
-// images maps container names (init containers too) to their images.
+// images maps container names (init containers too) to their images, and
+// "volume/" and the name of each image volume to its reference (the gate's
+// fence-sidecar comes from one: docs/gate.md).
 func images(spec corev1.PodSpec) map[string]string {
 	m := map[string]string{}
 	for _, list := range [][]corev1.Container{spec.InitContainers, spec.Containers} {
 		for _, c := range list {
 			m[c.Name] = c.Image
+		}
+	}
+	for _, v := range spec.Volumes {
+		if v.Image != nil {
+			m["volume/"+v.Name] = v.Image.Reference
 		}
 	}
 	return m

@@ -34,63 +34,14 @@ The validator container reaches the signer at
   restartPolicy: Always
   {{- end }}
   args:
-    - --coordinator={{ join "," $s.coordinatorURLs }}
-    {{- if or $s.coordinatorCA.configMapName $s.coordinatorCA.secretName }}
-    - --coordinator-ca=/etc/fencing/coordinator-ca/{{ $s.coordinatorCA.key }}
-    {{- end }}
-    # The coordinator takes the sidecar's name from its token's Pod name.
-    - --name=$(POD_NAME)
-    - --holder={{ $s.holder }}
-    - --validator={{ join "," $s.validators }}
-    - --key=/etc/fencing/key/{{ $s.keySecret.key }}
-    {{- if $s.keySecret.passwordKey }}
-    - --password-file=/etc/fencing/key/{{ $s.keySecret.passwordKey }}
-    {{- end }}
-    - --listen=127.0.0.1:{{ $s.port }}
-    - --metrics-listen=:{{ $s.metricsPort }}
-    - --state-dir=/var/lib/fencing
-    - --mode={{ $s.mode }}
-    - --lease-ttl={{ $s.leaseTTL }}
-    - --token-file=/var/run/secrets/fencing/token
-    {{- range $s.extraArgs }}
-    - {{ . | quote }}
-    {{- end }}
+    {{- include "fencing.sidecar.args" . | nindent 4 }}
   env:
-    - name: POD_NAME
-      valueFrom:
-        fieldRef:
-          fieldPath: metadata.name
-    - name: POD_NAMESPACE
-      valueFrom:
-        fieldRef:
-          fieldPath: metadata.namespace
-    {{- range $s.extraEnv }}
-    - name: {{ .name }}
-      value: {{ .value | quote }}
-    {{- end }}
+    {{- include "fencing.sidecar.env" . | nindent 4 }}
   ports:
     - name: fence-metrics
       containerPort: {{ $s.metricsPort }}
       protocol: TCP
-  {{- if $s.readinessProbe.enabled }}
-  readinessProbe:
-    httpGet:
-      path: /readyz
-      port: fence-metrics
-    periodSeconds: {{ $s.readinessProbe.periodSeconds }}
-    failureThreshold: {{ $s.readinessProbe.failureThreshold }}
-    timeoutSeconds: 2
-  {{- end }}
-  {{- if $s.livenessProbe.enabled }}
-  livenessProbe:
-    httpGet:
-      path: /healthz
-      port: fence-metrics
-    initialDelaySeconds: 5
-    periodSeconds: {{ $s.livenessProbe.periodSeconds }}
-    failureThreshold: {{ $s.livenessProbe.failureThreshold }}
-    timeoutSeconds: 2
-  {{- end }}
+  {{- include "fencing.sidecar.probes" . | trim | nindent 2 }}
   resources:
     {{- toYaml $s.resources | nindent 4 }}
   {{- with $s.securityContext }}
@@ -98,19 +49,93 @@ The validator container reaches the signer at
     {{- toYaml . | nindent 4 }}
   {{- end }}
   volumeMounts:
-    - name: fencing-key
-      mountPath: /etc/fencing/key
-      readOnly: true
-    - name: fencing-token
-      mountPath: /var/run/secrets/fencing
-      readOnly: true
-    - name: {{ $s.state.volumeName }}
-      mountPath: /var/lib/fencing
-    {{- if or $s.coordinatorCA.configMapName $s.coordinatorCA.secretName }}
-    - name: fencing-coordinator-ca
-      mountPath: /etc/fencing/coordinator-ca
-      readOnly: true
-    {{- end }}
+    {{- include "fencing.sidecar.volumeMounts" . | nindent 4 }}
+{{- end }}
+
+{{/*
+The parts of the sidecar container, for a validator chart that runs
+fence-sidecar as its client's entrypoint under the process gate (docs/gate.md;
+charts/examples/besu-validator): its arguments, environment, probes and
+volume mounts, each as list items (probes as map entries).
+*/}}
+{{- define "fencing.sidecar.args" -}}
+{{- $s := .sidecar -}}
+- --coordinator={{ join "," $s.coordinatorURLs }}
+{{- if or $s.coordinatorCA.configMapName $s.coordinatorCA.secretName }}
+- --coordinator-ca=/etc/fencing/coordinator-ca/{{ $s.coordinatorCA.key }}
+{{- end }}
+# The coordinator takes the sidecar's name from its token's Pod name.
+- --name=$(POD_NAME)
+- --holder={{ $s.holder }}
+- --validator={{ join "," $s.validators }}
+- --key=/etc/fencing/key/{{ $s.keySecret.key }}
+{{- if $s.keySecret.passwordKey }}
+- --password-file=/etc/fencing/key/{{ $s.keySecret.passwordKey }}
+{{- end }}
+- --listen=127.0.0.1:{{ $s.port }}
+- --metrics-listen=:{{ $s.metricsPort }}
+- --state-dir=/var/lib/fencing
+- --mode={{ $s.mode }}
+- --lease-ttl={{ $s.leaseTTL }}
+- --token-file=/var/run/secrets/fencing/token
+{{- range $s.extraArgs }}
+- {{ . | quote }}
+{{- end }}
+{{- end }}
+
+{{- define "fencing.sidecar.env" -}}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: POD_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+{{- range .sidecar.extraEnv }}
+- name: {{ .name }}
+  value: {{ .value | quote }}
+{{- end }}
+{{- end }}
+
+{{- define "fencing.sidecar.probes" -}}
+{{- $s := .sidecar }}
+{{- if $s.readinessProbe.enabled }}
+readinessProbe:
+  httpGet:
+    path: /readyz
+    port: fence-metrics
+  periodSeconds: {{ $s.readinessProbe.periodSeconds }}
+  failureThreshold: {{ $s.readinessProbe.failureThreshold }}
+  timeoutSeconds: 2
+{{- end }}
+{{- if $s.livenessProbe.enabled }}
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: fence-metrics
+  initialDelaySeconds: 5
+  periodSeconds: {{ $s.livenessProbe.periodSeconds }}
+  failureThreshold: {{ $s.livenessProbe.failureThreshold }}
+  timeoutSeconds: 2
+{{- end }}
+{{- end }}
+
+{{- define "fencing.sidecar.volumeMounts" -}}
+{{- $s := .sidecar -}}
+- name: fencing-key
+  mountPath: /etc/fencing/key
+  readOnly: true
+- name: fencing-token
+  mountPath: /var/run/secrets/fencing
+  readOnly: true
+- name: {{ $s.state.volumeName }}
+  mountPath: /var/lib/fencing
+{{- if or $s.coordinatorCA.configMapName $s.coordinatorCA.secretName }}
+- name: fencing-coordinator-ca
+  mountPath: /etc/fencing/coordinator-ca
+  readOnly: true
+{{- end }}
 {{- end }}
 
 {{/*

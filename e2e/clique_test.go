@@ -108,6 +108,38 @@ func refusals(t *testing.T, p *proc, code fencing.Code) int {
 	return total
 }
 
+// startCliquePair starts one validator key fenced across two regions:
+// geth-a and geth-b peered, both mining a one-signer Clique chain (1 s
+// period) through their own region's sidecar, with transactions flowing
+// from a funded account (seed picks the cluster's and the account's keys).
+func startCliquePair(t *testing.T, seed uint64) cliquePair {
+	t.Helper()
+	gethBinary(t)
+	c := newCluster(t, clusterOptions{Validators: 1, NoWorkload: true, Seed: seed})
+	p := cliquePair{c: c, v: c.vals[0]}
+	p.signer = crypto.PubkeyToAddress(p.v.key.PublicKey)
+	funder := testKey(t, seed, "e2e funded account")
+	genesis := cliqueGenesis(t, t.TempDir(), 1, []common.Address{p.signer}, crypto.PubkeyToAddress(funder.PublicKey))
+	p.sa, p.sb = c.sidecar(p.v, regionA), c.sidecar(p.v, regionB)
+	p.a = startGeth(t, gethOptions{Name: "geth-a", Genesis: genesis, Etherbase: p.signer, Signer: p.sa.URL()})
+	p.b = startGeth(t, gethOptions{Name: "geth-b", Genesis: genesis, Etherbase: p.signer, Signer: p.sb.URL()})
+	p.b.peer(t, p.a)
+	p.load = startTxLoad(funder, 300*time.Millisecond, p.a, p.b)
+	t.Cleanup(p.load.stop)
+	c.logf("geth-a and geth-b mining as %s through %s and %s", p.signer, p.sa.name, p.sb.name)
+	return p
+}
+
+// cliquePair is what startCliquePair started.
+type cliquePair struct {
+	c      *cluster
+	v      *validator
+	signer common.Address
+	sa, sb *proc
+	a, b   *gethNode
+	load   *txLoad
+}
+
 // TestCliqueFencedFailover: one validator key, two regions. geth-a and
 // geth-b are peered and both mine Clique with the same etherbase, each
 // through its own region's sidecar. geth-a seals and geth-b's seals are
@@ -116,20 +148,9 @@ func refusals(t *testing.T, p *proc, code fencing.Code) int {
 // the quorum journal with its seal hash, and `fencectl audit chain --rpc A
 // --rpc B` is clean.
 func TestCliqueFencedFailover(t *testing.T) {
-	gethBinary(t)
 	start := time.Now()
-	c := newCluster(t, clusterOptions{Validators: 1, NoWorkload: true, Seed: 21})
-	v := c.vals[0]
-	signer := crypto.PubkeyToAddress(v.key.PublicKey)
-	funder := testKey(t, 21, "e2e funded account")
-	genesis := cliqueGenesis(t, t.TempDir(), 1, []common.Address{signer}, crypto.PubkeyToAddress(funder.PublicKey))
-	sa, sb := c.sidecar(v, regionA), c.sidecar(v, regionB)
-	a := startGeth(t, gethOptions{Name: "geth-a", Genesis: genesis, Etherbase: signer, Signer: sa.URL()})
-	b := startGeth(t, gethOptions{Name: "geth-b", Genesis: genesis, Etherbase: signer, Signer: sb.URL()})
-	b.peer(t, a)
-	load := startTxLoad(funder, 300*time.Millisecond, a, b)
-	t.Cleanup(load.stop)
-	c.logf("geth-a and geth-b mining as %s through %s and %s", signer, sa.name, sb.name)
+	p := startCliquePair(t, 21)
+	c, v, sa, sb, a, b, load := p.c, p.v, p.sa, p.sb, p.a, p.b, p.load
 
 	// Region A seals; region B's seal attempts are refused.
 	b.waitHead(t, 5, 2*time.Minute)
@@ -325,23 +346,14 @@ func TestCliqueWithoutFenceForks(t *testing.T) {
 // published. After the bump, region B holds the lease with the quorum
 // watermark (h+1, 0, block) carrying A's digest; geth-b builds its own block
 // h+1, whose seal hash differs, so the sidecar refuses it with `watermark`
-// naming h+1 every time geth-b tries, and the chain halts at h. Only an
-// operator decision to abandon that HRS (not built here) would let it go on;
+// naming h+1 every time geth-b tries, and the chain halts at h. The
+// operator's recorded decision to abandon that HRS (fencectl abandon, refused
+// while region B holds the epoch) and an unfreeze let it go on at h+1;
 // docs/clients.md describes it per consensus.
 func TestCliqueSingleSignerStuckAfterFailover(t *testing.T) {
-	gethBinary(t)
 	start := time.Now()
-	c := newCluster(t, clusterOptions{Validators: 1, NoWorkload: true, Seed: 24})
-	v := c.vals[0]
-	signer := crypto.PubkeyToAddress(v.key.PublicKey)
-	funder := testKey(t, 24, "e2e funded account")
-	genesis := cliqueGenesis(t, t.TempDir(), 1, []common.Address{signer}, crypto.PubkeyToAddress(funder.PublicKey))
-	sa, sb := c.sidecar(v, regionA), c.sidecar(v, regionB)
-	a := startGeth(t, gethOptions{Name: "geth-a", Genesis: genesis, Etherbase: signer, Signer: sa.URL()})
-	b := startGeth(t, gethOptions{Name: "geth-b", Genesis: genesis, Etherbase: signer, Signer: sb.URL()})
-	b.peer(t, a)
-	load := startTxLoad(funder, 300*time.Millisecond, a, b)
-	t.Cleanup(load.stop)
+	p := startCliquePair(t, 24)
+	c, v, sa, sb, a, b := p.c, p.v, p.sa, p.sb, p.a, p.b
 	b.waitHead(t, 3, 2*time.Minute)
 
 	// Region A dies between the quorum journal commit of h+1 and the answer.

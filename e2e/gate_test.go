@@ -790,12 +790,7 @@ func TestGateStoppedSidecarWatchdogKills(t *testing.T) {
 	g := newGateTopo(t, gateTopoOptions{Peered: true})
 	g.waitFollowing(5)
 	sa := g.c.sidecar(g.v, regionA)
-	started, ok := gateFind(t, sa, time.Time{}, "client started", "role", "validator")
-	if !ok {
-		t.Fatal("region-a's validator start not in its log")
-	}
-	watchdog, _ := strconv.Atoi(started.KV["pid"])
-	geth := childOf(t, watchdog)
+	watchdog, geth := validatorPIDs(t, sa)
 	start := time.Now()
 	sa.pause()
 	g.c.logf("SIGSTOP %s (its geth and the watchdog keep running)", sa.name)
@@ -804,9 +799,7 @@ func TestGateStoppedSidecarWatchdogKills(t *testing.T) {
 		t.Fatalf("bump: %s", res.Err)
 	}
 	fired := g.waitGate(sa, start, time.Minute, "watchdog killed the validator client")
-	if alive(geth) {
-		t.Errorf("geth-a (pid %d) alive after its watchdog fired", geth)
-	}
+	waitDead(t, "after the watchdog logged its kill", geth, watchdog) // it logs, then kills
 	t.Logf("%s stopped; its watchdog killed geth-a %s later (%s)", sa.name, fired.At.Sub(start).Round(time.Millisecond), fired.KV["why"])
 	g.waitBuilt(regionB)
 	// Running again, the sidecar finds its validator gone and starts its
@@ -821,6 +814,18 @@ func TestGateStoppedSidecarWatchdogKills(t *testing.T) {
 	n := len(g.w.built(g.nodes[regionB].name))
 	waitCond(t, time.Minute, "5 more blocks of geth-b", func() (bool, error) { return len(g.w.built(g.nodes[regionB].name)) >= n+5, nil })
 	g.noValidatorAfter(sa, resumed)
+}
+
+// validatorPIDs returns the pids of p's first validator run: its watchdog
+// (the gate's "client started" pid) and the watchdog's child, geth.
+func validatorPIDs(t *testing.T, p *proc) (watchdog, geth int) {
+	t.Helper()
+	started, ok := gateFind(t, p, time.Time{}, "client started", "role", "validator")
+	if !ok {
+		t.Fatalf("%s's validator start not in its log", p.name)
+	}
+	watchdog, _ = strconv.Atoi(started.KV["pid"])
+	return watchdog, childOf(t, watchdog)
 }
 
 // childOf returns the pid of the one child of pid (the watchdog's client).
@@ -848,6 +853,21 @@ func childOf(t *testing.T, pid int) int {
 	return child
 }
 
+// waitDead waits until geth and its watchdog are dead (gone or zombies)
+// and returns when that was seen.
+func waitDead(t *testing.T, when string, geth, watchdog int) time.Time {
+	t.Helper()
+	var gone time.Time
+	waitCond(t, 10*time.Second, fmt.Sprintf("geth-a (pid %d) and its watchdog (pid %d) dead %s", geth, watchdog, when), func() (bool, error) {
+		if !alive(geth) && !alive(watchdog) {
+			gone = time.Now()
+			return true, nil
+		}
+		return false, nil
+	})
+	return gone
+}
+
 // alive says whether pid runs (exists and is not a zombie).
 func alive(pid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
@@ -864,22 +884,10 @@ func TestGateKilledSidecarTakesItsClient(t *testing.T) {
 	g := newGateTopo(t, gateTopoOptions{Peered: true})
 	g.waitFollowing(5)
 	sa, a := g.c.sidecar(g.v, regionA), g.nodes[regionA]
-	started, ok := gateFind(t, sa, time.Time{}, "client started", "role", "validator")
-	if !ok {
-		t.Fatal("region-a's validator start not in its log")
-	}
-	watchdog, _ := strconv.Atoi(started.KV["pid"])
-	geth := childOf(t, watchdog)
+	watchdog, geth := validatorPIDs(t, sa)
 	start := time.Now()
 	sa.kill()
-	var gone time.Time
-	waitCond(t, 10*time.Second, fmt.Sprintf("geth-a (pid %d) and its watchdog (pid %d) to die with their sidecar", geth, watchdog), func() (bool, error) {
-		if !alive(geth) && !alive(watchdog) {
-			gone = time.Now()
-			return true, nil
-		}
-		return false, nil
-	})
+	gone := waitDead(t, "with their sidecar", geth, watchdog)
 	t.Logf("kill -9 of %s to geth-a gone: %s", sa.name, gone.Sub(start).Round(time.Millisecond))
 	if _, err := os.Lstat(a.keyFile()); err == nil {
 		t.Logf("region-a's key file left on the memory volume after kill -9 of its sidecar")

@@ -305,20 +305,23 @@ func TestWatchdogKillsWithoutTheSidecar(t *testing.T) {
 	t.Logf("group of %d gone %s after the kill time", len(members), time.Since(killAt).Round(time.Millisecond))
 }
 
-// A kill time moved later keeps the client running past the first one;
-// the pipe closed (the sidecar exited) kills at once.
+// A kill time moved later keeps the client running past the first one,
+// and an earlier one that arrives after it (out of order) does not move it
+// back; the pipe closed (the sidecar exited) kills at once.
 func TestWatchdogExtendedThenOrphaned(t *testing.T) {
 	first := time.Now().Add(3 * time.Second)
 	p, key := launchWatched(t, first)
-	if err := p.extend(time.Now().Add(time.Hour)); err != nil {
-		t.Fatal(err)
+	for _, at := range []time.Time{time.Now().Add(time.Hour), first.Add(-time.Second)} {
+		if err := p.extend(at); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for time.Now().Before(first.Add(time.Second)) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	select {
 	case <-p.exited():
-		t.Fatal("the watchdog fired at its first kill time although it was moved an hour later")
+		t.Fatal("the watchdog fired at its first kill time although it was moved an hour later (a time that arrived after that, earlier than the first, must not move it back)")
 	default:
 	}
 	if gone, err := p.gone(); gone || err != nil {

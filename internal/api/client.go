@@ -255,20 +255,22 @@ func (c *Client) Abandon(ctx context.Context, id fencing.ValidatorID, r AbandonR
 // Unfreeze grants a frozen id's next epoch back to its holder and waits up
 // to r.Wait for the grant (r.To empty).
 func (c *Client) Unfreeze(ctx context.Context, id fencing.ValidatorID, r BumpRequest) (fencing.BumpResult, error) {
-	var out fencing.BumpResult
-	ctx, cancel := context.WithTimeout(ctx, r.Wait.Duration+c.opts.Timeout)
-	defer cancel()
-	_, err := c.doWait(ctx, r.Wait.Duration, http.MethodPost, "/v1/validators/"+url.PathEscape(string(id))+"/unfreeze", r, &out)
-	return out, err
+	return c.grant(ctx, id, "unfreeze", r)
 }
 
 // Bump moves id to r.To and waits up to r.Wait for the grant. A bump still
 // draining when the wait ends returns its progress with an in_progress error.
 func (c *Client) Bump(ctx context.Context, id fencing.ValidatorID, r BumpRequest) (fencing.BumpResult, error) {
+	return c.grant(ctx, id, "bump", r)
+}
+
+// grant posts r to id's verb (bump, unfreeze), which answers once the next
+// epoch is granted or r.Wait has passed.
+func (c *Client) grant(ctx context.Context, id fencing.ValidatorID, verb string, r BumpRequest) (fencing.BumpResult, error) {
 	var out fencing.BumpResult
 	ctx, cancel := context.WithTimeout(ctx, r.Wait.Duration+c.opts.Timeout)
 	defer cancel()
-	_, err := c.doWait(ctx, r.Wait.Duration, http.MethodPost, "/v1/validators/"+url.PathEscape(string(id))+"/bump", r, &out)
+	_, err := c.doWait(ctx, r.Wait.Duration, http.MethodPost, "/v1/validators/"+url.PathEscape(string(id))+"/"+verb, r, &out)
 	return out, err
 }
 

@@ -104,20 +104,15 @@ func (w *watchdog) run(pipe *os.File, path string, argv []string) int {
 		case code := <-exited:
 			return code
 		case at, open := <-updates:
-			if !open {
-				w.fire("the sidecar closed the watchdog's pipe (it exited)")
-			}
-			w.later(at, timer)
+			w.take(at, open, timer)
 		case <-timer.C:
-			// A later kill time may have been waiting while the timer
-			// fired: the sidecar wrote it before this one passed.
+			// A later kill time read from the pipe may be waiting in
+			// updates: the sidecar wrote it before this one passed. One
+			// still in the pipe is not waited for (the kill fails closed).
 			for drained := false; !drained; {
 				select {
 				case at, open := <-updates:
-					if !open {
-						w.fire("the sidecar closed the watchdog's pipe (it exited)")
-					}
-					w.later(at, timer)
+					w.take(at, open, timer)
 				default:
 					drained = true
 				}
@@ -133,8 +128,12 @@ func (w *watchdog) run(pipe *os.File, path string, argv []string) int {
 
 func (w *watchdog) left() time.Duration { return time.Duration(w.at - monoNow()) }
 
-// later takes a kill time; it never moves it earlier.
-func (w *watchdog) later(at int64, timer *time.Timer) {
+// take handles one read of the pipe: a closed pipe (the sidecar exited)
+// fires; a kill time moves the current one later, never earlier.
+func (w *watchdog) take(at int64, open bool, timer *time.Timer) {
+	if !open {
+		w.fire("the sidecar closed the watchdog's pipe (it exited)")
+	}
 	if at > w.at {
 		w.at = at
 		timer.Reset(w.left())
